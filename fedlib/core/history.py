@@ -1,0 +1,63 @@
+"""Per-round and per-client records of a run, as pandas DataFrames."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass
+class History:
+    """What a run recorded.
+
+    Attributes
+    ----------
+    round_records : list of dict
+        One row per round: ``round`` (1-based count of rounds done), ``num_clients``,
+        ``train_loss`` (example-weighted), failures, and evaluation metrics of the global model
+        on the pooled test set (``acc``, ``bacc``) when evaluated.
+    client_records : list of dict
+        One row per (round, client) evaluated or trained: ``train_loss``, ``num_examples``,
+        the global model's metrics on that client's test split (``acc``, ``bacc``) and, for
+        personalized methods, the client's own model's (``personal_acc``, ``personal_bacc``).
+    """
+
+    round_records: list[dict[str, Any]] = field(default_factory=list)
+    client_records: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rounds(self) -> pd.DataFrame:
+        """One row per round."""
+        return pd.DataFrame(self.round_records)
+
+    @property
+    def clients(self) -> pd.DataFrame:
+        """One row per (round, client)."""
+        return pd.DataFrame(self.client_records)
+
+    def last(self, metric: str) -> float:
+        """The metric at the last round where it was recorded."""
+        column = self.rounds.get(metric)
+        if column is None or column.dropna().empty:
+            raise KeyError(f"History.last: no values recorded for {metric!r}.")
+        return float(column.dropna().iloc[-1])
+
+    def mean_last(self, metric: str, n: int = 5) -> float:
+        """Mean of the metric over its last ``n`` recorded rounds (the protocol's second number)."""
+        column = self.rounds.get(metric)
+        if column is None or column.dropna().empty:
+            raise KeyError(f"History.mean_last: no values recorded for {metric!r}.")
+        return float(column.dropna().iloc[-n:].mean())
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``history.csv``, ``clients.csv`` and ``config.json`` into ``directory``."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.rounds.to_csv(out / "history.csv", index=False)
+        self.clients.to_csv(out / "clients.csv", index=False)
+        (out / "config.json").write_text(json.dumps(self.config, indent=2, default=str))
