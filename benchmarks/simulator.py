@@ -14,8 +14,9 @@ from fedlib.data import FederatedDataset
 from fedlib.methods import FedAvg
 
 
-def bare_round(model: nn.Module, dataset: FederatedDataset, global_state: dict, method: FedAvg,
-               seed: int) -> dict:
+def bare_round(
+    model: nn.Module, dataset: FederatedDataset, global_state: dict, method: FedAvg, seed: int
+) -> dict:
     """One FedAvg round written directly: load, SGD over shuffled batches, average."""
     states, sizes = [], []
     for k in dataset.client_ids():
@@ -23,13 +24,15 @@ def bare_round(model: nn.Module, dataset: FederatedDataset, global_state: dict, 
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=method.lr, momentum=method.momentum)
         gen = torch.Generator().manual_seed(seed + k)
-        for x, y in iterate_batches(dataset.train[k], method.batch_size, shuffle=True,
-                                    generator=gen):
+        for x, y in iterate_batches(
+            dataset.train[k], method.batch_size, shuffle=True, generator=gen
+        ):
             opt.zero_grad(set_to_none=True)
             nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
-        states.append({n: v.detach().clone() for n, v in model.state_dict().items()
-                       if v.is_floating_point()})
+        states.append(
+            {n: v.detach().clone() for n, v in model.state_dict().items() if v.is_floating_point()}
+        )
         sizes.append(len(dataset.train[k]))
     new = dict(global_state)
     new.update(weighted_average(states, sizes))
@@ -42,8 +45,15 @@ def compare(dataset: FederatedDataset, model_fn, *, rounds: int = 6, repeats: in
     method = FedAvg(lr=0.05)
     sim_times, bare_times = [], []
     for rep in range(repeats):
-        sim = Simulation(method, model_fn, dataset, num_rounds=rounds + 1, eval_every=None,
-                         progress=False, seed=rep)
+        sim = Simulation(
+            method,
+            model_fn,
+            dataset,
+            num_rounds=rounds + 1,
+            eval_every=None,
+            progress=False,
+            seed=rep,
+        )
         sim.run()
         # the last round also evaluates; time only the training rounds
         sim_times += list(sim.history_.rounds["seconds"].iloc[:-1])

@@ -19,7 +19,7 @@ def seed_everything(seed: int, *, threads: int | None = 1, deterministic: bool =
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed_everything: 'seed' must be an int >= 0, got {seed!r}.")
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds legacy global-state users too
     torch.manual_seed(seed)
     if threads is not None:
         torch.set_num_threads(threads)

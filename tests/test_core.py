@@ -110,9 +110,7 @@ def test_fedprox_with_large_mu_stays_closer_to_the_start():
 
     def drift(sim):
         return sum(
-            (sim.state_.weights[k] - start[k]).pow(2).sum().item()
-            for k in start
-            if "weight" in k
+            (sim.state_.weights[k] - start[k]).pow(2).sum().item() for k in start if "weight" in k
         )
 
     # several steps per round: at a round's first step w = w^t and the pull is zero
@@ -155,10 +153,12 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, optimizer_sta
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
-    Simulation(FedAvg(), tiny_cnn, blobs(), num_rounds=1, progress=False,
-               checkpoint_dir=tmp_path).run()
-    other = Simulation(FedProx(mu=0.5), tiny_cnn, blobs(), num_rounds=2, progress=False,
-                       checkpoint_dir=tmp_path)
+    Simulation(
+        FedAvg(), tiny_cnn, blobs(), num_rounds=1, progress=False, checkpoint_dir=tmp_path
+    ).run()
+    other = Simulation(
+        FedProx(mu=0.5), tiny_cnn, blobs(), num_rounds=2, progress=False, checkpoint_dir=tmp_path
+    )
     with pytest.raises(ValueError, match="other settings"):
         other.run(resume=True)
 
@@ -167,8 +167,9 @@ def test_checkpoint_loads_weights_only(tmp_path):
     import pickle
 
     (tmp_path / "checkpoint.pt").write_bytes(pickle.dumps(print))  # not tensors: refused
-    sim = Simulation(FedAvg(), tiny_cnn, blobs(), num_rounds=1, progress=False,
-                     checkpoint_dir=tmp_path)
+    sim = Simulation(
+        FedAvg(), tiny_cnn, blobs(), num_rounds=1, progress=False, checkpoint_dir=tmp_path
+    )
     with pytest.raises(ValueError, match="weights-only"):
         sim.run(resume=True)
 
@@ -196,15 +197,22 @@ def test_a_failing_client_stops_the_run_naming_client_and_round():
 
 
 def test_a_failing_client_can_be_skipped_with_a_warning():
-    sim = Simulation(FedAvg(), tiny_cnn, with_failing_client(1), num_rounds=2, progress=False,
-                     on_client_error="skip")
+    sim = Simulation(
+        FedAvg(),
+        tiny_cnn,
+        with_failing_client(1),
+        num_rounds=2,
+        progress=False,
+        on_client_error="skip",
+    )
     with pytest.warns(UserWarning, match="client 1 failed in round"):
         sim.run()
     rounds = sim.history_.rounds
     assert list(rounds["failed_clients"]) == [1, 1]
     assert list(rounds["num_clients"]) == [2, 2]
-    assert all(torch.isfinite(v).all() for v in sim.state_.weights.values()
-               if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in sim.state_.weights.values() if v.is_floating_point()
+    )
 
 
 class NaNLoss(FedAvg):
@@ -216,20 +224,25 @@ class NaNLoss(FedAvg):
 def test_non_finite_update_never_reaches_the_global_model():
     with pytest.raises(ClientError, match="client 2 failed in round 1: .*not finite|non-finite"):
         run(NaNLoss(), rounds=1)
-    sim = Simulation(NaNLoss(), tiny_cnn, blobs(), num_rounds=1, progress=False,
-                     on_client_error="skip")
+    sim = Simulation(
+        NaNLoss(), tiny_cnn, blobs(), num_rounds=1, progress=False, on_client_error="skip"
+    )
     with pytest.warns(UserWarning, match="client 2"):
         sim.run()
-    assert all(torch.isfinite(v).all() for v in sim.state_.weights.values()
-               if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in sim.state_.weights.values() if v.is_floating_point()
+    )
 
 
 # ------------------------------------------------------------------ personal state and wire
 def test_fedper_keeps_heads_local_and_sends_only_the_body():
     sim = Simulation(FedPer(lr=0.1), tiny_cnn, blobs(), num_rounds=2, progress=False)
     msg = sim.algorithm.message_for(sim.state_, 0)
-    expected = {k for k, v in sim.model_.state_dict().items()
-                if v.is_floating_point() and not k.startswith("head.")}
+    expected = {
+        k
+        for k, v in sim.model_.state_dict().items()
+        if v.is_floating_point() and not k.startswith("head.")
+    }
     assert expected and set(msg.arrays) == expected
     sim.run()
     heads = [sim.client_states_[k]["personal"]["head.weight"] for k in range(3)]
@@ -245,8 +258,12 @@ def test_personal_head_persists_across_rounds():
     sim.run()
     after_one = sim.client_states_[0]["personal"]["head.weight"].clone()
     # round 2 must start from the head trained in round 1, not from the initial head
-    sim.algorithm.load_client_model(sim.model_, sim.algorithm.message_for(sim.state_, 0),
-                                    sim.client_states_[0], sim.initial_weights_)
+    sim.algorithm.load_client_model(
+        sim.model_,
+        sim.algorithm.message_for(sim.state_, 0),
+        sim.client_states_[0],
+        sim.initial_weights_,
+    )
     assert torch.equal(sim.model_.state_dict()["head.weight"], after_one)
     assert not torch.equal(after_one, sim.initial_weights_["head.weight"])
 
@@ -267,8 +284,9 @@ def test_persisted_optimizer_state_is_kept_per_client():
 
 
 def test_local_steps_overrides_epochs():
-    method = FedAvg(optimizer="adam", lr=1e-3, optimizer_state="persist", local_steps=5,
-                    batch_size=8)
+    method = FedAvg(
+        optimizer="adam", lr=1e-3, optimizer_state="persist", local_steps=5, batch_size=8
+    )
     sim = run(method, rounds=1)
     assert float(sim.client_states_[0]["optimizer"]["state"][0]["step"]) == 5
 
@@ -280,8 +298,15 @@ def test_learning_rate_schedule_is_sent_per_round():
 
 
 def test_client_sampling_is_seeded_and_sized():
-    sim = Simulation(FedAvg(), tiny_cnn, blobs(num_clients=10), num_rounds=1, fraction=0.3,
-                     seed=5, progress=False)
+    sim = Simulation(
+        FedAvg(),
+        tiny_cnn,
+        blobs(num_clients=10),
+        num_rounds=1,
+        fraction=0.3,
+        seed=5,
+        progress=False,
+    )
     picks = [sim.sample_clients(r) for r in range(3)]
     assert all(len(p) == 3 and p == sorted(p) for p in picks)
     assert picks == [sim.sample_clients(r) for r in range(3)]

@@ -25,13 +25,12 @@ def weighted_average(
     if len(arrays) == 0:
         raise ValueError("weighted_average: 'arrays' must hold at least one client's arrays.")
     if len(arrays) != len(weights):
-        raise ValueError(
-            f"weighted_average: got {len(arrays)} arrays but {len(weights)} weights."
-        )
+        raise ValueError(f"weighted_average: got {len(arrays)} arrays but {len(weights)} weights.")
     w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
     if (w < 0).any() or not torch.isfinite(w).all() or w.sum() <= 0:
         raise ValueError(
-            f"weighted_average: 'weights' must be finite, >= 0 and not all zero, got {list(weights)}."
+            "weighted_average: 'weights' must be finite, >= 0 and not all zero, "
+            f"got {list(weights)}."
         )
     w = w / w.sum()
     keys = list(arrays[0].keys())

@@ -149,7 +149,9 @@ class Simulation:
         self.checkpoint_dir = checkpoint_dir
 
         self.model_ = build_model(model_fn, seed).to(self.device)
-        self.initial_weights_ = {k: v.detach().cpu().clone() for k, v in self.model_.state_dict().items()}
+        self.initial_weights_ = {
+            k: v.detach().cpu().clone() for k, v in self.model_.state_dict().items()
+        }
         self.state_: GlobalState = algorithm.init_global(self.model_)
         self.client_states_: dict[int, ClientState] = {k: {} for k in dataset.client_ids()}
         self.history_ = History(config=self.describe())
@@ -273,7 +275,11 @@ class Simulation:
                 generator=generator,
                 device=self.device,
             )
-            bad = [k for k, v in reply.arrays.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            bad = [
+                k
+                for k, v in reply.arrays.items()
+                if v.is_floating_point() and not torch.isfinite(v).all()
+            ]
             if bad:
                 raise FloatingPointError(f"its update has non-finite values in {bad[:3]}")
             if not math.isfinite(reply.metrics.get("train_loss", 0.0)):
