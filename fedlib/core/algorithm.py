@@ -5,6 +5,11 @@ changes. The server half (``init_global``, ``message_for``, ``aggregate``) sees 
 state and the replies; the client half (``client_update`` and the hooks it calls) sees only the
 round message, that client's persistent state and its data. The in-process simulator and the
 Flower adapter drive the same two halves.
+
+Around them, four small hooks serve methods whose model or evaluation differs from FedAvg's:
+``prepare_model`` (extra modules, called once when the model is built), ``eval_weights`` (the
+weights the global model is evaluated with), ``personal_weights`` (a client's own model) and
+``finetune_for_eval`` (adapting that model on the client's data before it is evaluated).
 """
 
 from __future__ import annotations
@@ -99,6 +104,11 @@ class Algorithm(Validated):
         gamma of the focal loss (1 in the FedNPR/FCA code; 2 in Lin et al.).
     la_tau : float, default 1.0
         tau of logit adjustment.
+    spec_model : {"post_local", "global"}, default "post_local"
+        The model a client of a method *without* a model of its own (``personalized =
+        False``) is evaluated with for specialization: its model after its last local training
+        (kept in ``state["post_local"]``, as in the FedNPR/FCA code) or the global model.
+        Personalized methods define their own model (``personal_weights``) and ignore it.
     """
 
     name: ClassVar[str] = "fedavg"
@@ -119,6 +129,7 @@ class Algorithm(Validated):
     loss: str = "ce"
     focal_gamma: float = 1.0
     la_tau: float = 1.0
+    spec_model: str = "post_local"
 
     _constraints: ClassVar[dict] = {
         "optimizer": Options(("sgd", "adam")),
@@ -134,6 +145,7 @@ class Algorithm(Validated):
         "loss": Options(tuple(LOSSES)),
         "focal_gamma": Interval(float, 0, None, closed="left"),
         "la_tau": Interval(float, 0, None, closed="left"),
+        "spec_model": Options(("post_local", "global")),
     }
 
     def _check_consistency(self) -> None:
@@ -157,6 +169,16 @@ class Algorithm(Validated):
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+    # ------------------------------------------------------------------ model
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """The network this method trains, built from the user's model (default: unchanged).
+
+        Called once by the simulator, under the run's seed, right after ``model_fn()``; a method
+        that needs extra modules (a personal head, a projection head) wraps the model here, so
+        every party builds the same architecture and initial weights.
+        """
+        return model
 
     # ------------------------------------------------------------------ keys
     def shared_keys(self, model: nn.Module) -> list[str]:
@@ -250,6 +272,8 @@ class Algorithm(Validated):
         state["personal"] = {
             k: v.detach().cpu().clone() for k, v in model_state.items() if k not in sent
         }
+        if self.keeps_post_local():
+            state["post_local"] = {k: v.detach().cpu().clone() for k, v in model_state.items()}
         reply = ClientReply(
             client_id=client_id,
             arrays=self.reply_arrays(model, ctx),
@@ -299,14 +323,21 @@ class Algorithm(Validated):
         ctx: LocalContext,
         generator: torch.Generator,
         device: torch.device,
+        *,
+        epochs: int | None = None,
     ) -> tuple[float, int]:
         """The local loop: epochs (or a fixed number of steps) of ``local_loss`` descent.
 
+        ``epochs``, when given, runs exactly that many epochs instead of ``local_epochs`` /
+        ``local_steps`` (for methods with several phases: FedRep, Ditto, FedBABU's fine-tuning).
         Returns the sum of per-batch losses weighted by batch size, and the examples seen.
         """
         loss_sum, seen, steps = 0.0, 0, 0
-        max_steps = self.local_steps
-        epochs = self.local_epochs if max_steps is None else None
+        max_steps = self.local_steps if epochs is None else None
+        if epochs is None:
+            epochs = self.local_epochs if max_steps is None else None
+        elif epochs == 0:
+            return loss_sum, seen
         epoch = 0
         while True:
             for batch in iterate_batches(data, self.batch_size, shuffle=True, generator=generator):
@@ -352,16 +383,53 @@ class Algorithm(Validated):
         """Hook run after ``backward`` and before the optimizer step (e.g. edit gradients)."""
 
     # ------------------------------------------------------------------ evaluation
+    def keeps_post_local(self) -> bool:
+        """Whether a client keeps a copy of its model after local training,
+        ``state["post_local"]`` (for ``spec_model="post_local"``; MOON needs it always)."""
+        return self.spec_model == "post_local" and not self.personalized
+
+    def eval_weights(
+        self, global_weights: Mapping[str, torch.Tensor], state: GlobalState
+    ) -> dict[str, torch.Tensor]:
+        """The weights the *global* model is evaluated with (generalization).
+
+        Default: the global weights themselves. CReFF swaps in its re-trained classifier.
+        """
+        return dict(global_weights)
+
     def personal_weights(
         self,
         global_weights: Mapping[str, torch.Tensor],
         state: ClientState,
     ) -> dict[str, torch.Tensor]:
-        """The weights client ``k`` would predict with: the global weights overlaid with its
-        personal tensors (identical to the global model for FedAvg)."""
+        """The weights client ``k`` would predict with (specialization).
+
+        Default: with ``spec_model="post_local"``, the client's model after its last local
+        training; otherwise the global weights overlaid with its personal tensors (the global
+        model itself for FedAvg; global body and own head for FedPer). A client that has never
+        trained gets the global model.
+        """
         merged = dict(global_weights)
+        if self.spec_model == "post_local" and not self.personalized and "post_local" in state:
+            merged.update(state["post_local"])
+            return merged
         merged.update(state.get("personal", {}))
         return merged
+
+    def finetune_for_eval(
+        self,
+        model: nn.Module,
+        data: Dataset,
+        *,
+        num_classes: int,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        """Adapt a client's model on its training data before specialization (default: no-op).
+
+        ``model`` (the simulator's scratch model) holds ``personal_weights``; the result is used
+        for evaluation only, never sent nor stored (FedBABU fine-tunes here).
+        """
 
 
 def build_model(model_fn: Callable[[], nn.Module], seed: int) -> nn.Module:

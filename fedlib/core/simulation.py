@@ -28,6 +28,8 @@ from fedlib.utils import device as default_device
 logger = logging.getLogger("fedlib")
 
 CHECKPOINT_FORMAT = 1
+EVAL_SEED_TAG = 1
+"""Fourth part of the seed of evaluation-time work, ``(seed, round, client, EVAL_SEED_TAG)``."""
 
 
 class ClientError(RuntimeError):
@@ -81,6 +83,12 @@ class Simulation:
     eval_every : int or None, default 1
         Evaluate the global (and, for personalized methods, each client's) model every
         ``eval_every`` rounds and after the last; ``None`` evaluates only after the last.
+    evaluate_clients : bool or None, default None
+        Also evaluate each client's own model (``Algorithm.personal_weights``, then
+        ``Algorithm.finetune_for_eval``) on its own test split every evaluation round
+        (columns ``personal_acc``/``personal_bacc`` and ``spec_bacc``). ``None``: only for
+        personalized methods. ``True`` gives FedAvg-like methods their post-local
+        specialization curve (``spec_model``).
     progress : bool, default True
         Show a tqdm bar over rounds.
     on_client_error : {"raise", "skip"}, default "raise"
@@ -95,6 +103,7 @@ class Simulation:
         "fraction": Interval(float, 0, 1, closed="right"),
         "seed": Interval(int, 0, None),
         "eval_every": AnyOf(NONE, Interval(int, 1, None)),
+        "evaluate_clients": AnyOf(NONE, InstanceOf(bool)),
         "eval_batch_size": Interval(int, 1, None),
         "progress": InstanceOf(bool),
         "on_client_error": Options(("raise", "skip")),
@@ -113,6 +122,7 @@ class Simulation:
         seed: int = 0,
         device: torch.device | str | None = None,
         eval_every: int | None = 1,
+        evaluate_clients: bool | None = None,
         eval_batch_size: int = 1024,
         progress: bool = True,
         on_client_error: str = "raise",
@@ -127,6 +137,7 @@ class Simulation:
                 fraction=fraction,
                 seed=seed,
                 eval_every=eval_every,
+                evaluate_clients=evaluate_clients,
                 eval_batch_size=eval_batch_size,
                 progress=progress,
                 on_client_error=on_client_error,
@@ -143,12 +154,17 @@ class Simulation:
         self.seed = seed
         self.device = torch.device(device) if device is not None else default_device()
         self.eval_every = eval_every
+        self.evaluate_clients = (
+            algorithm.personalized if evaluate_clients is None else evaluate_clients
+        )
         self.eval_batch_size = eval_batch_size
         self.progress = progress
         self.on_client_error = on_client_error
         self.checkpoint_dir = checkpoint_dir
 
-        self.model_ = build_model(model_fn, seed).to(self.device)
+        self.model_ = build_model(lambda: algorithm.prepare_model(model_fn()), seed).to(
+            self.device
+        )
         self.initial_weights_ = {
             k: v.detach().cpu().clone() for k, v in self.model_.state_dict().items()
         }
@@ -203,16 +219,33 @@ class Simulation:
         return self.history_
 
     def global_model(self) -> nn.Module:
-        """The scratch model loaded with the current global weights."""
-        self.model_.load_state_dict(self._full_global_weights())
+        """The scratch model loaded with the global model's evaluation weights
+        (``Algorithm.eval_weights``: the global weights, or CReFF's re-trained classifier)."""
+        weights = self.algorithm.eval_weights(self._full_global_weights(), self.state_)
+        self.model_.load_state_dict(weights)
         return self.model_
 
     def client_model(self, client_id: int) -> nn.Module:
-        """The scratch model loaded with client ``client_id``'s own weights."""
+        """The scratch model loaded with client ``client_id``'s own weights.
+
+        ``Algorithm.personal_weights``, then ``Algorithm.finetune_for_eval`` on the client's
+        training data (FedBABU), seeded by ``(seed, rounds done, client)``; the fine-tuned
+        weights are used for evaluation only.
+        """
         weights = self.algorithm.personal_weights(
             self._full_global_weights(), self.client_states_[client_id]
         )
         self.model_.load_state_dict(weights)
+        seed = derive_seed(self.seed, self.state_.round, client_id, EVAL_SEED_TAG)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.algorithm.finetune_for_eval(
+                self.model_,
+                self.dataset.train[client_id],
+                num_classes=self.dataset.num_classes,
+                generator=torch.Generator().manual_seed(seed),
+                device=self.device,
+            )
         return self.model_
 
     # ------------------------------------------------------------------ one round
@@ -314,7 +347,7 @@ class Simulation:
             row["acc"] = accuracy(y, pred)
             row["bacc"] = balanced_accuracy(y, pred)
             per_client_bacc.append(row["bacc"])
-        if self.algorithm.personalized:
+        if self.evaluate_clients:
             for k in self.dataset.client_ids():
                 test = self.dataset.test[k]
                 y = dataset_labels(test)

@@ -26,7 +26,9 @@ class FedPer(FedAvg):
 
     def _check_consistency(self) -> None:
         super()._check_consistency()
-        if not self.personal_prefixes or not all(isinstance(p, str) for p in self.personal_prefixes):
+        if not self.personal_prefixes or not all(
+            isinstance(p, str) for p in self.personal_prefixes
+        ):
             raise ValueError(
                 "FedPer: 'personal_prefixes' must be a non-empty tuple of str, "
                 f"got {self.personal_prefixes!r}."
@@ -34,6 +36,4 @@ class FedPer(FedAvg):
         self.personal_prefixes = tuple(self.personal_prefixes)
 
     def shared_keys(self, model: nn.Module) -> list[str]:
-        return [
-            k for k in super().shared_keys(model) if not k.startswith(self.personal_prefixes)
-        ]
+        return [k for k in super().shared_keys(model) if not k.startswith(self.personal_prefixes)]

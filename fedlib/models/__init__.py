@@ -1,5 +1,7 @@
-"""Models: small CNNs whose state splits into ``body.*`` (features) and ``head.*`` (classifier)."""
+"""Models: small CNNs whose state splits into ``body.*`` (features) and ``head.*`` (classifier),
+and wrappers that add a personal head or a projection head."""
 
 from fedlib.models.cnn import SmallCNN
+from fedlib.models.heads import ExtendedModel, ProjectionHeadModel, TwoHeadClassifier
 
-__all__ = ["SmallCNN"]
+__all__ = ["ExtendedModel", "ProjectionHeadModel", "SmallCNN", "TwoHeadClassifier"]

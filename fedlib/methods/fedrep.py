@@ -1,0 +1,97 @@
+"""FedRep: local heads, shared representation (Collins et al., ICML 2021)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from fedlib._validation import Interval
+from fedlib.core.algorithm import LocalContext
+from fedlib.methods.fedper import FedPer
+
+
+def set_trainable(model: nn.Module, prefixes: tuple[str, ...], *, inside: bool) -> None:
+    """Train only the parameters whose names start with ``prefixes`` (``inside=True``) or
+    only the others (``inside=False``)."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(prefixes) == inside)
+
+
+def unfreeze(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+
+@dataclass(kw_only=True)
+class FedRep(FedPer):
+    r"""Each round: head epochs with the body frozen, then body epochs with the head frozen.
+
+    Client k, starting from the global body :math:`\phi^t` and its own head :math:`h_k`:
+
+    .. math::
+
+        h_k \leftarrow \arg\min_h F_k(\phi^t, h) \ (\tau_h \text{ epochs}), \qquad
+        \phi_k \leftarrow \arg\min_\phi F_k(\phi, h_k) \ (\tau_b \text{ epochs}),
+
+    then the server averages the bodies :math:`\phi_k` (FedAvg); the head never leaves the
+    client (keys under ``personal_prefixes``, as :class:`FedPer`). Frozen parameters get no
+    gradient, so the optimizer does not move them. ``local_epochs``/``local_steps`` are not
+    used: the schedule is ``head_epochs`` then ``body_epochs``.
+
+    Parameters
+    ----------
+    head_epochs : int >= 0, default 1
+        :math:`\tau_h` (the reference code uses about 10: ``max(10, local_ep - rep_ep)``).
+    body_epochs : int >= 0, default 1
+        :math:`\tau_b` (1 in the reference code). At least one of the two must be positive.
+
+    References
+    ----------
+    Collins, Hassani, Mokhtari, Shakkottai, "Exploiting Shared Representations for
+    Personalized Federated Learning", ICML 2021, arXiv:2102.07078;
+    github.com/lgcollins/FedRep.
+    """
+
+    name: ClassVar[str] = "fedrep"
+    head_epochs: int = 1
+    body_epochs: int = 1
+
+    _constraints: ClassVar[dict] = {
+        "head_epochs": Interval(int, 0, None),
+        "body_epochs": Interval(int, 0, None),
+    }
+
+    def _check_consistency(self) -> None:
+        super()._check_consistency()
+        if self.head_epochs + self.body_epochs == 0:
+            raise ValueError(
+                "FedRep: 'head_epochs' and 'body_epochs' must not both be 0, got 0 and 0."
+            )
+
+    def train_locally(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        data: Dataset,
+        ctx: LocalContext,
+        generator: torch.Generator,
+        device: torch.device,
+        *,
+        epochs: int | None = None,
+    ) -> tuple[float, int]:
+        loss_sum, seen = 0.0, 0
+        try:
+            for phase, phase_epochs in (("head", self.head_epochs), ("body", self.body_epochs)):
+                ctx.extras["fedrep_phase"] = phase
+                set_trainable(model, self.personal_prefixes, inside=phase == "head")
+                part_sum, part_seen = super().train_locally(
+                    model, optimizer, data, ctx, generator, device, epochs=phase_epochs
+                )
+                loss_sum, seen = loss_sum + part_sum, seen + part_seen
+        finally:
+            unfreeze(model)
+        return loss_sum, seen
