@@ -167,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         except (TypeError, ValueError, FileNotFoundError) as exc:
             raise SystemExit(f"fedlib run: {exc}") from exc
-        channels = int(data.info.get("in_channels", 3))
+        channels = int(data.train[0][0][0].shape[0])
         width = args.width
 
         def model_fn(channels=channels, classes=data.num_classes, width=width):

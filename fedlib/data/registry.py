@@ -45,6 +45,17 @@ DATASETS: dict[str, DatasetEntry] = {
         "fedlib.data.synthbus:synthbus",
         "breast-ultrasound-like images, benign/malignant, 3 sites (embedded)",
     ),
+    "isic2019": DatasetEntry(
+        "fedlib.data.real.isic2019:load_isic2019",
+        "ISIC-2019 dermoscopy, 8 classes, the 6 FLamby centres (real; data_scripts/isic2019.py)",
+        synthetic=False,
+    ),
+    "rsna_ich": DatasetEntry(
+        "fedlib.data.real.rsna_ich:load_rsna_ich",
+        "RSNA intracranial haemorrhage, single-label slices, the authors' client split (real; "
+        "data_scripts/rsna_ich.py)",
+        synthetic=False,
+    ),
 }
 
 PARTITIONS = ("sites", "dirichlet", "pathological")
@@ -112,10 +123,12 @@ def load_dataset(
         _CONSTRAINTS,
     )
     entry = DATASETS[name]
-    if not entry.synthetic:
+    if entry.synthetic:
+        options["seed"] = seed
+    else:
         options["root"] = root
     try:
-        natural = entry.load(seed=seed, **options)
+        natural = entry.load(**options)
     except TypeError as exc:
         raise TypeError(f"load_dataset: dataset {name!r} rejected its options: {exc}") from exc
     if partition == "sites":
