@@ -351,3 +351,18 @@ def test_history_reports_pooled_and_per_site_metrics():
     sizes = np.array([len(sim.dataset.test[k]) for k in range(3)])
     expected = float((last["acc"].to_numpy() * sizes).sum() / sizes.sum())
     assert rounds["acc"].iloc[-1] == pytest.approx(expected)
+
+
+def test_local_updates_preview_the_next_round_without_changing_state():
+    sim = Simulation(FedAvg(lr=0.1), tiny_cnn, blobs(), num_rounds=2, progress=False)
+    sim.run()
+    before = {k: v.clone() for k, v in sim.state_.weights.items()}
+    replies = sim.local_updates()
+    assert same_weights(before, sim.state_.weights)
+    expected = sim.algorithm.aggregate(sim.state_, replies).weights
+
+    longer = Simulation(FedAvg(lr=0.1), tiny_cnn, blobs(), num_rounds=3, progress=False)
+    longer.run()
+    assert same_weights(expected, longer.state_.weights)
+    more_epochs = sim.local_updates(algorithm=FedAvg(lr=0.1, local_epochs=3))
+    assert not torch.equal(more_epochs[0].arrays["head.weight"], replies[0].arrays["head.weight"])

@@ -291,32 +291,56 @@ class Simulation:
         self.history_.client_records.extend(client_rows[c] for c in sorted(client_rows))
         return record
 
-    def _train_client(self, round_: int, client_id: int) -> ClientReply | None:
+    def local_updates(
+        self, client_ids: list[int] | None = None, *, algorithm: Algorithm | None = None
+    ) -> list[ClientReply]:
+        """The replies the next round's local training would produce, without applying them.
+
+        Nothing changes: neither the global state nor any client's state. The clients train
+        exactly as in the next round (same seeds), so ``algorithm.aggregate`` of these replies
+        is that round's new global state. ``algorithm`` swaps in another method (e.g. more
+        local epochs) to compare local work from the same starting point.
+        """
+        ids = self.sample_clients(self.state_.round) if client_ids is None else client_ids
+        with torch.random.fork_rng(devices=[]):
+            return [
+                self._local_work(self.state_.round, k, algorithm or self.algorithm)[0]
+                for k in ids
+            ]
+
+    def _local_work(
+        self, round_: int, client_id: int, algorithm: Algorithm
+    ) -> tuple[ClientReply, ClientState]:
+        """One client's seeded local round; raises if the update is not finite."""
         seed = derive_seed(self.seed, round_, client_id)
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        message = self.algorithm.message_for(self.state_, client_id)
+        message = algorithm.message_for(self.state_, client_id)
+        reply, new_state = algorithm.client_update(
+            self.model_,
+            message,
+            self.client_states_[client_id],
+            self.dataset.train[client_id],
+            client_id=client_id,
+            num_classes=self.dataset.num_classes,
+            initial_weights=self.initial_weights_,
+            generator=generator,
+            device=self.device,
+        )
+        bad = [
+            k
+            for k, v in reply.arrays.items()
+            if v.is_floating_point() and not torch.isfinite(v).all()
+        ]
+        if bad:
+            raise FloatingPointError(f"its update has non-finite values in {bad[:3]}")
+        if not math.isfinite(reply.metrics.get("train_loss", 0.0)):
+            raise FloatingPointError("its training loss is not finite")
+        return reply, new_state
+
+    def _train_client(self, round_: int, client_id: int) -> ClientReply | None:
         try:
-            reply, new_state = self.algorithm.client_update(
-                self.model_,
-                message,
-                self.client_states_[client_id],
-                self.dataset.train[client_id],
-                client_id=client_id,
-                num_classes=self.dataset.num_classes,
-                initial_weights=self.initial_weights_,
-                generator=generator,
-                device=self.device,
-            )
-            bad = [
-                k
-                for k, v in reply.arrays.items()
-                if v.is_floating_point() and not torch.isfinite(v).all()
-            ]
-            if bad:
-                raise FloatingPointError(f"its update has non-finite values in {bad[:3]}")
-            if not math.isfinite(reply.metrics.get("train_loss", 0.0)):
-                raise FloatingPointError("its training loss is not finite")
+            reply, new_state = self._local_work(round_, client_id, self.algorithm)
         except Exception as exc:  # noqa: BLE001 - any client failure is handled by policy
             error = ClientError(client_id, round_, exc)
             if self.on_client_error == "raise":
