@@ -33,7 +33,6 @@ def _rate(render, n: int, num_classes: int, num_sites: int, **kwargs) -> tuple[f
 
 def bench_generators(n: int) -> None:
     from fedlib.data.synthbus import render_synthbus
-
     from fedlib.data.synthderm import render_synthderm
     from fedlib.data.synthich import render_synthich
 
