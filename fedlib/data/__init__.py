@@ -17,6 +17,7 @@ from fedlib.data.registry import DATASETS, load_dataset
 from fedlib.data.root import data_root
 from fedlib.data.segmentation import SegmentationDataset, segmentation_view
 from fedlib.data.synthbus import render_synthbus, synthbus
+from fedlib.data.synthderm import render_synthderm, synthderm
 from fedlib.data.synthich import render_synthich, synthich
 from fedlib.data.templates import scale_template, site_template
 
@@ -36,10 +37,12 @@ __all__ = [
     "partition_stats",
     "pathological_partition",
     "render_synthbus",
+    "render_synthderm",
     "render_synthich",
     "scale_template",
     "segmentation_view",
     "site_template",
     "synthbus",
+    "synthderm",
     "synthich",
 ]
