@@ -579,7 +579,10 @@ def render_synthderm(
     # changes no pixel.
     site_blur = np.array([s.blur for s in SITE_STYLES])
     order = np.lexsort((labels, sites, site_blur[sites]))
-    image_chunks, mask_chunks = [], []
+    # Each chunk is written straight to its rows' final positions (no concatenation and no
+    # reordering copy afterwards).
+    images = torch.empty(n, 3, image_size, image_size)
+    masks = torch.empty(n, 1, image_size, image_size)
     for start in range(0, n, step):
         part = order[start : start + step]
         params = image_parameters(
@@ -591,16 +594,9 @@ def render_synthderm(
             seed=seed,
         )
         chunk_images, chunk_masks = render_chunk(params, image_size, bank)
-        image_chunks.append(chunk_images)
-        mask_chunks.append(chunk_masks)
-    if not image_chunks:
-        images = torch.zeros(0, 3, image_size, image_size)
-        masks = torch.zeros(0, 1, image_size, image_size)
-    else:
-        images, masks = torch.cat(image_chunks), torch.cat(mask_chunks)
-    if not np.array_equal(order, np.arange(n)):
-        inverse = torch.from_numpy(np.argsort(order))
-        images, masks = images[inverse], masks[inverse]
+        rows = torch.from_numpy(part)
+        images.index_copy_(0, rows, chunk_images)
+        masks.index_copy_(0, rows, chunk_masks)
     return images, masks, masks_to_boxes(masks)
 
 
