@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -96,3 +97,21 @@ def test_load_dataset_rejects_more_clients_than_samples():
                      image_size=28)
     with pytest.raises(ValueError, match="partition 'sites' has 6 clients"):
         load_dataset("synthderm", num_clients=3, scale=0.02, image_size=28)
+
+
+def test_long_tail_split_keeps_the_largest_feasible_head():
+    from fedlib.data.partitions import longtail_counts
+    from fedlib.data.registry import largest_longtail_head
+
+    # counts (100, 50, 3), IF 4: class 2 needs floor(n / 4) <= 3 -> n <= 12 (hence 12, 6, 3);
+    # class 1 needs floor(n / 2) <= 50 -> n <= 100; class 0 n <= 100. Head = 12.
+    labels = np.repeat([0, 1, 2], [100, 50, 3])
+    head = largest_longtail_head(labels, 3, 4.0)
+    assert head == 12
+    assert (longtail_counts(head, 3, 4.0) <= [100, 50, 3]).all()
+
+    data = load_dataset("synthderm", partition="dirichlet", num_clients=10, alpha=0.5,
+                        imbalance_factor=50.0, scale=0.07, image_size=28)
+    counts = data.class_counts("train").sum(0) + data.class_counts("test").sum(0)
+    assert counts[0] == counts.max() and counts[-1] == counts.min()
+    assert counts.sum() > 300

@@ -95,7 +95,9 @@ def load_dataset(
         A key of :data:`DATASETS`.
     partition : {"sites", "dirichlet", "pathological"}, default "sites"
         "sites" keeps the dataset's natural clients. The others pool all its images (train and
-        test), optionally subsample a global long tail (``imbalance_factor``), split the pool
+        test), optionally subsample a global long tail (``imbalance_factor``; class 0 is the
+        head and class ``C-1`` the tail, with the largest head the pool can supply, see
+        :func:`largest_longtail_head`), split the pool
         across ``num_clients`` with :func:`~fedlib.data.partitions.dirichlet_partition`
         (``alpha``, ``min_size``) or :func:`~fedlib.data.partitions.pathological_partition`
         (``classes_per_client``), and give each client a stratified train/test split
@@ -157,6 +159,25 @@ def load_dataset(
     )
 
 
+def largest_longtail_head(labels: np.ndarray, num_classes: int, imbalance_factor: float) -> int:
+    """The largest head count ``n_max`` whose long tail the pool can supply.
+
+    Class ``c`` needs ``floor(n_max * IF^(-c/(C-1)))`` images, so ``n_max`` is at most
+    ``floor(count_c * IF^(c/(C-1)))`` for every class (class 0 is the head, ``C-1`` the tail).
+    On an already imbalanced pool (SynthDerm's sites) this keeps far more images than a head
+    equal to the smallest class would.
+    """
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    exponents = np.arange(num_classes) / max(num_classes - 1, 1)
+    head = int(np.floor(counts * float(imbalance_factor) ** exponents + 1e-9).min())
+    if head < 1:
+        missing = np.flatnonzero(counts == 0).tolist()
+        raise ValueError(
+            f"load_dataset: a long tail needs images of every class; classes {missing} have none."
+        )
+    return head
+
+
 def _repartition(
     natural: FederatedDataset,
     partition: str,
@@ -182,8 +203,9 @@ def _repartition(
     labels = pool.labels.numpy()
     keep = np.arange(len(labels))
     if imbalance_factor is not None:
+        head = largest_longtail_head(labels, natural.num_classes, imbalance_factor)
         keep = longtail_subsample(
-            labels, imbalance_factor, seed=seed, num_classes=natural.num_classes
+            labels, imbalance_factor, seed=seed, n_max=head, num_classes=natural.num_classes
         )
     if len(keep) < num_clients:
         raise ValueError(
