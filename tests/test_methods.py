@@ -108,6 +108,7 @@ GRADS_01 = {f"creff.grad.{c}.{n}" for c in (0, 1) for n in ("weight", "bias")}
 
 # method -> (keys sent, keys replied, client-state entries, personal tensors besides counters);
 # client 0 lacks class 2, so CReFF sends no gradient for it.
+UPLOADED_HEAD = {"local_head.head.weight", "local_head.head.bias"}
 WIRE = {
     "fedavg": (FLOAT, FLOAT, {"personal", "post_local"}, set()),
     "fedprox": (FLOAT, FLOAT, {"personal", "post_local"}, set()),
@@ -115,8 +116,9 @@ WIRE = {
     "fedlc": (FLOAT, FLOAT, {"personal", "post_local"}, set()),
     "moon": (FLOAT | PROJECTION, FLOAT | PROJECTION, {"personal", "post_local"}, set()),
     "creff": (FLOAT | CLASSIFIER, FLOAT | GRADS_01, {"personal", "post_local"}, set()),
-    "fedper": (BODY, BODY, {"personal"}, HEAD),
-    "fedrep": (BODY, BODY, {"personal"}, HEAD),
+    # FedPer and FedRep also upload their heads for the evaluation-only averaged head
+    "fedper": (BODY, BODY | UPLOADED_HEAD, {"personal"}, HEAD),
+    "fedrep": (BODY, BODY | UPLOADED_HEAD, {"personal"}, HEAD),
     "fedbabu": (BODY, BODY, {"personal"}, HEAD),
     "fedrod": (FLOAT, FLOAT, {"personal"}, PERSONAL_HEAD),
     "ditto": (FLOAT, FLOAT, {"personal", "personal_model"}, set()),
@@ -548,3 +550,27 @@ def test_resume_with_method_state_equals_uninterrupted_run(tmp_path, method):
     assert same_weights(whole.state_.weights, resumed.state_.weights)
     columns = ["round", "train_loss", "bacc"]
     assert whole.history_.rounds[columns].equals(resumed.history_.rounds[columns])
+
+
+def test_fedper_global_model_uses_the_weighted_mean_of_uploaded_heads():
+    sim = Simulation(get_method("fedper", lr=0.1), tiny_cnn, blobs(), num_rounds=2,
+                     progress=False)
+    sim.run()
+    heads = [sim.client_states_[k]["personal"] for k in sim.dataset.client_ids()]
+    sizes = [len(sim.dataset.train[k]) for k in sim.dataset.client_ids()]
+    expected = {key: sum(n * h[key] for h, n in zip(heads, sizes, strict=True)) / sum(sizes)
+                for key in ("head.weight", "head.bias")}
+    evaluated = sim.global_model().state_dict()
+    for key, value in expected.items():
+        torch.testing.assert_close(evaluated[key], value)
+        # training never used it: the server's own head is still the initial one
+        assert torch.equal(sim.state_.weights[key], sim.initial_weights_[key])
+    assert "avg_local_head" not in sim.algorithm.message_for(sim.state_, 0).arrays
+
+    no_upload = get_method("fedper", lr=0.1, pfl_global_head="none")
+    sim = Simulation(no_upload, tiny_cnn, blobs(), num_rounds=1, progress=False)
+    sim.run()
+    assert torch.equal(sim.global_model().state_dict()["head.weight"],
+                       sim.initial_weights_["head.weight"])
+    with pytest.raises(ValueError, match="'pfl_global_head' must be one of 'avg_local', 'none'"):
+        get_method("fedper", pfl_global_head="mean")

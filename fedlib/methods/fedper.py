@@ -2,27 +2,49 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import nn
 
+from fedlib._validation import Options
+from fedlib.core.aggregation import weighted_average
+from fedlib.core.algorithm import LocalContext
+from fedlib.core.protocol import ClientReply, GlobalState
 from fedlib.methods.fedavg import FedAvg
+
+UPLOAD_PREFIX = "local_head."
+"""Reply-only keys: a client's personal tensors, uploaded for the evaluation head only."""
 
 
 @dataclass(kw_only=True)
 class FedPer(FedAvg):
     """Base layers are shared and averaged; personalization layers stay on the client.
 
+    Training never averages the personal layers: each client keeps its own and the server's
+    copy is never sent. For **generalization** a global model needs a head, so with
+    ``pfl_global_head="avg_local"`` each client also uploads its trained personal tensors and
+    the server keeps their example-weighted mean, ``sum_k (n_k/n) W_k``, as an evaluation-only
+    head (``GlobalState.extra["avg_local_head"]``); it is never sent back.
+
     Parameters
     ----------
     personal_prefixes : tuple of str, default ("head.",)
         State-dict key prefixes that stay local (the final linear layer by default).
+    pfl_global_head : {"avg_local", "none"}, default "avg_local"
+        The head of the global model when it is evaluated: the clients' heads averaged (needs
+        the upload), or the server's never-trained initial head.
     """
 
     name: ClassVar[str] = "fedper"
     personalized: ClassVar[bool] = True
     personal_prefixes: tuple[str, ...] = ("head.",)
+    pfl_global_head: str = "avg_local"
+
+    _constraints: ClassVar[dict] = {"pfl_global_head": Options(("avg_local", "none"))}
 
     def _check_consistency(self) -> None:
         super()._check_consistency()
@@ -37,3 +59,34 @@ class FedPer(FedAvg):
 
     def shared_keys(self, model: nn.Module) -> list[str]:
         return [k for k in super().shared_keys(model) if not k.startswith(self.personal_prefixes)]
+
+    def reply_arrays(self, model: nn.Module, ctx: LocalContext) -> dict[str, torch.Tensor]:
+        """The shared keys, plus (``avg_local``) the personal tensors under ``local_head.``."""
+        arrays = super().reply_arrays(model, ctx)
+        if self.pfl_global_head == "avg_local":
+            for key, value in model.state_dict().items():
+                if key.startswith(self.personal_prefixes) and value.is_floating_point():
+                    arrays[UPLOAD_PREFIX + key] = value.detach().cpu().clone()
+        return arrays
+
+    def aggregate(self, state: GlobalState, replies: Sequence[ClientReply]) -> GlobalState:
+        """FedAvg over the shared keys; the uploaded heads go to the evaluation head only."""
+        uploads, stripped = [], []
+        for reply in replies:
+            arrays = dict(reply.arrays)
+            uploaded = [k for k in arrays if k.startswith(UPLOAD_PREFIX)]
+            uploads.append({k[len(UPLOAD_PREFIX) :]: arrays.pop(k) for k in uploaded})
+            stripped.append(dataclasses.replace(reply, arrays=arrays))
+        new = super().aggregate(state, stripped)
+        if uploads and uploads[0]:
+            new.extra["avg_local_head"] = weighted_average(
+                uploads, [r.num_examples for r in replies]
+            )
+        return new
+
+    def eval_weights(
+        self, global_weights: Mapping[str, torch.Tensor], state: GlobalState
+    ) -> dict[str, torch.Tensor]:
+        weights = super().eval_weights(global_weights, state)
+        weights.update(state.extra.get("avg_local_head", {}))
+        return weights
