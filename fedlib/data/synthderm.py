@@ -513,8 +513,9 @@ def _check_int_array(owner: str, name: str, values, n: int | None, high: int | N
 
 
 def _chunk_size(image_size: int) -> int:
-    """Images per chunk: about 2**19 pixels, which bounds memory to a few tens of MB."""
-    return max(8, (1 << 19) // (image_size * image_size))
+    """Images per chunk: about 2**18 pixels, which bounds memory to a few tens of MB and keeps a
+    chunk's working set small enough for the CPU caches (faster than 2**19 at 32x32)."""
+    return max(8, (1 << 18) // (image_size * image_size))
 
 
 def render_synthderm(
