@@ -13,6 +13,7 @@ Standard library only (plus tqdm for the progress bar), so the scripts run where
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import http.client
 import json
@@ -237,3 +238,11 @@ def fail(message: str) -> int:
     """Print an error for the user and return the exit status 2."""
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every download script takes: the data root, the timeout, the progress bar."""
+    parser.add_argument("--root", help="data root (default: $FEDLIB_DATA_DIR or ~/.cache/fedlib)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help="network timeout in seconds")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

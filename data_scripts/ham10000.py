@@ -92,12 +92,9 @@ def check_metadata(path: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", help="data root (default: $FEDLIB_DATA_DIR or ~/.cache/fedlib)")
+    dl.add_common_arguments(parser)
     parser.add_argument("--no-masks", action="store_true", help="skip the lesion masks")
     parser.add_argument("--keep-zip", action="store_true", help="keep the zips after unzipping")
-    parser.add_argument("--timeout", type=float, default=dl.DEFAULT_TIMEOUT,
-                        help="network timeout in seconds")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
 
 

@@ -81,15 +81,12 @@ def check_split(path: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", help="data root (default: $FEDLIB_DATA_DIR or ~/.cache/fedlib)")
+    dl.add_common_arguments(parser)
     parser.add_argument("--workers", type=int, default=1, help="processes for preprocessing")
     parser.add_argument("--size", type=int, default=224, help="shorter side after resizing")
     parser.add_argument("--skip-download", action="store_true",
                         help="only unzip and preprocess files already in the folder")
     parser.add_argument("--keep-zip", action="store_true", help="keep the zip after unzipping")
-    parser.add_argument("--timeout", type=float, default=dl.DEFAULT_TIMEOUT,
-                        help="network timeout in seconds")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
 
 

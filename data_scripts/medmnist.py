@@ -52,14 +52,11 @@ MD5 = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", help="data root (default: $FEDLIB_DATA_DIR or ~/.cache/fedlib)")
+    dl.add_common_arguments(parser)
     parser.add_argument("--name", nargs="+", default=["dermamnist", "breastmnist"],
                         choices=sorted(MD5), help="datasets to fetch")
     parser.add_argument("--size", type=int, default=28, choices=MEDMNIST_SIZES,
                         help="image side in pixels")
-    parser.add_argument("--timeout", type=float, default=dl.DEFAULT_TIMEOUT,
-                        help="network timeout in seconds")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
 
 

@@ -105,15 +105,12 @@ def find_kaggle_dir(folder: Path, given: str | None) -> Path | None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", help="data root (default: $FEDLIB_DATA_DIR or ~/.cache/fedlib)")
+    dl.add_common_arguments(parser)
     parser.add_argument("--kaggle-dir", help="folder with stage_2_train.csv and stage_2_train/")
     parser.add_argument("--window", type=float, nargs=2, default=ICH_BRAIN_WINDOW,
                         metavar=("LEVEL", "WIDTH"), help="CT window in HU (default 40 80)")
     parser.add_argument("--size", type=int, default=None,
                         help="also resize the PNGs to SIZE x SIZE (default: keep 512 x 512)")
-    parser.add_argument("--timeout", type=float, default=dl.DEFAULT_TIMEOUT,
-                        help="network timeout in seconds")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
 
 
