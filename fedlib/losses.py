@@ -472,6 +472,17 @@ def moon_contrastive_loss(
 # --------------------------------------------------------------------------- distillation
 
 
+def _check_logit_pair(owner: str, student_logits: Any, teacher_logits: Any) -> None:
+    """Both are (B, C) logits of the same shape."""
+    _check_logits(owner, student_logits, "student_logits")
+    _check_logits(owner, teacher_logits, "teacher_logits")
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(
+            f"{owner}: 'teacher_logits' must have the shape of 'student_logits' "
+            f"{tuple(student_logits.shape)}, got {_shape(teacher_logits)}."
+        )
+
+
 def kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
@@ -495,13 +506,7 @@ def kd_loss(
     (2015).
     """
     owner = "kd_loss"
-    _check_logits(owner, student_logits, "student_logits")
-    _check_logits(owner, teacher_logits, "teacher_logits")
-    if teacher_logits.shape != student_logits.shape:
-        raise ValueError(
-            f"{owner}: 'teacher_logits' must have the shape of 'student_logits' "
-            f"{tuple(student_logits.shape)}, got {_shape(teacher_logits)}."
-        )
+    _check_logit_pair(owner, student_logits, teacher_logits)
     check_param(owner, "temperature", temperature, _POSITIVE)
     teacher = F.softmax(teacher_logits.detach() / temperature, dim=1)
     log_student = F.log_softmax(student_logits / temperature, dim=1)
@@ -538,13 +543,7 @@ def consistency_loss(
     Classifier Anchoring", arXiv:2305.00738; code github.com/Jwicaksana/FCA.
     """
     owner = "consistency_loss"
-    _check_logits(owner, student_logits, "student_logits")
-    _check_logits(owner, teacher_logits, "teacher_logits")
-    if teacher_logits.shape != student_logits.shape:
-        raise ValueError(
-            f"{owner}: 'teacher_logits' must have the shape of 'student_logits' "
-            f"{tuple(student_logits.shape)}, got {_shape(teacher_logits)}."
-        )
+    _check_logit_pair(owner, student_logits, teacher_logits)
     check_param(owner, "mode", mode, Options(("batchmean", "code")))
     check_param(owner, "detach_teacher", detach_teacher, Options((True, False)))
     if detach_teacher:

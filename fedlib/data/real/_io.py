@@ -42,26 +42,24 @@ class DataFormatError(ValueError):
     """A data file exists but its content is not what the loader expects."""
 
 
-def require_file(path: Path, what: str, hint: str = "") -> Path:
-    """Return ``path`` if it is a file, else raise ``FileNotFoundError`` naming it and ``what``."""
+def _require(path: Path, what: str, hint: str, exists) -> Path:
     path = Path(path)
-    if not path.is_file():
+    if not exists(path):
         message = f"{what} not found: {path}"
         if hint:
             message += f". {hint}"
         raise FileNotFoundError(message)
     return path
+
+
+def require_file(path: Path, what: str, hint: str = "") -> Path:
+    """Return ``path`` if it is a file, else raise ``FileNotFoundError`` naming it and ``what``."""
+    return _require(path, what, hint, Path.is_file)
 
 
 def require_dir(path: Path, what: str, hint: str = "") -> Path:
     """Return ``path`` if it is a folder, else raise ``FileNotFoundError`` naming it."""
-    path = Path(path)
-    if not path.is_dir():
-        message = f"{what} not found: {path}"
-        if hint:
-            message += f". {hint}"
-        raise FileNotFoundError(message)
-    return path
+    return _require(path, what, hint, Path.is_dir)
 
 
 def missing_files_error(paths: Sequence[Path], what: str, hint: str = "") -> FileNotFoundError:
