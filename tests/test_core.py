@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from toy_federation import blobs, tiny_cnn
 
 from fedlib.core import (
     Algorithm,
@@ -19,26 +20,6 @@ from fedlib.core import (
 from fedlib.data import ArrayDataset, FederatedDataset
 from fedlib.methods import FedAvg, FedPer, FedProx, LocalOnly, get_method
 from fedlib.methods.fedprox import proximal_term
-from fedlib.models import SmallCNN
-
-torch.set_num_threads(1)
-
-
-def blobs(num_clients: int = 3, per_client: int = 24, size: int = 8, seed: int = 0):
-    """Three-class colour blobs: class c brightens channel c; client k shifts all pixels."""
-    g = torch.Generator().manual_seed(seed)
-    train, test = {}, {}
-    for k in range(num_clients):
-        for split, n in (("train", per_client), ("test", per_client // 2)):
-            labels = torch.randint(0, 3, (n,), generator=g)
-            images = 0.3 * torch.rand(n, 3, size, size, generator=g) + 0.05 * k
-            images[torch.arange(n), labels] += 0.5
-            (train if split == "train" else test)[k] = ArrayDataset(images.clamp(0, 1), labels)
-    return FederatedDataset("blobs", train, test, class_names=("a", "b", "c"))
-
-
-def tiny_cnn() -> nn.Module:
-    return SmallCNN(3, 3, width=2)
 
 
 def run(method: Algorithm, rounds: int = 3, **kwargs) -> Simulation:

@@ -19,10 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
-
-torch.set_num_threads(1)
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "data_scripts"
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes

@@ -26,8 +26,6 @@ from fedlib.losses import (
     soft_dice_loss,
 )
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture
 def batch():

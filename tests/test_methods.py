@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from toy_federation import blobs, tiny_cnn
 
 from fedlib.core import Algorithm, LocalContext, RoundMessage, Simulation
-from fedlib.data import ArrayDataset, FederatedDataset
 from fedlib.methods import (
     METHODS,
     MOON,
@@ -30,32 +30,7 @@ from fedlib.methods import (
     get_method,
 )
 from fedlib.methods.creff import gradient_match_distance, linear_ce_gradients
-from fedlib.models import ProjectionHeadModel, SmallCNN, TwoHeadClassifier
-
-torch.set_num_threads(1)
-
-
-# ------------------------------------------------------------------ toy federation
-def blobs(num_clients: int = 3, per_client: int = 24, size: int = 8, seed: int = 0,
-          absent: dict[int, int] | None = None) -> FederatedDataset:
-    """Three-class colour blobs (class c brightens channel c, client k shifts all pixels);
-    ``absent={k: c}`` removes class c from client k's train and test splits."""
-    absent = absent or {}
-    g = torch.Generator().manual_seed(seed)
-    train, test = {}, {}
-    for k in range(num_clients):
-        allowed = torch.tensor([c for c in range(3) if c != absent.get(k)])
-        for split, n in (("train", per_client), ("test", per_client // 2)):
-            labels = allowed[torch.randint(0, len(allowed), (n,), generator=g)]
-            images = 0.3 * torch.rand(n, 3, size, size, generator=g) + 0.05 * k
-            images[torch.arange(n), labels] += 0.5
-            (train if split == "train" else test)[k] = ArrayDataset(images.clamp(0, 1), labels)
-    return FederatedDataset("blobs", train, test, class_names=("a", "b", "c"))
-
-
-def tiny_cnn() -> nn.Module:
-    return SmallCNN(3, 3, width=2)
-
+from fedlib.models import ProjectionHeadModel, TwoHeadClassifier
 
 FAST = {"creff": {"retrain_epochs": 5, "match_steps": 5}, "fedbabu": {"ft_epochs": 1}}
 

@@ -25,8 +25,6 @@ from fedlib.metrics import (
     softmax,
 )
 
-torch.set_num_threads(1)
-
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
 

@@ -40,9 +40,6 @@ from fedlib.data.real import (
     window_ct,
 )
 
-torch.set_num_threads(1)
-
-
 # ----------------------------------------------------------------------------- data root
 
 

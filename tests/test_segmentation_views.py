@@ -19,14 +19,6 @@ from fedlib.data.segmentation import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def square_masks():
     """Two 12x12 masks: rows 2-4 x cols 1-5 foreground, and an empty one."""
     masks = np.zeros((2, 1, 12, 12), dtype=np.float32)

@@ -18,14 +18,6 @@ from fedlib.data.synthbus import (
 BENIGN, MALIGNANT, NORMAL = 0, 1, 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def easy_batch():
     labels = np.repeat([BENIGN, MALIGNANT], 60)

@@ -34,8 +34,6 @@ from fedlib.data.templates import (
 from fedlib.viz import image_gallery_figure
 from fedlib.viz.gallery import mask_outline
 
-torch.set_num_threads(1)
-
 MEL, NV, BCC, AK, BKL, DF, VASC, SCC = range(8)
 
 

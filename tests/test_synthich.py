@@ -11,14 +11,6 @@ from fedlib.data.templates import ICH_CLASSES, scale_template, site_template
 EDH, IPH, IVH, SAH, SDH = range(5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def easy_batch():
     """20 slices per class, site 0, easiest setting (large, bright haemorrhages)."""
