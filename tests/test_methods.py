@@ -549,3 +549,24 @@ def test_fedper_global_model_uses_the_weighted_mean_of_uploaded_heads():
                        sim.initial_weights_["head.weight"])
     with pytest.raises(ValueError, match="'pfl_global_head' must be one of 'avg_local', 'none'"):
         get_method("fedper", pfl_global_head="mean")
+
+
+def test_fedbabu_fine_tunes_each_client_once_per_round():
+    from fedlib.evaluation import specialization_table
+    from fedlib.methods import FedBABU
+
+    class CountingBABU(FedBABU):
+        calls = 0
+
+        def finetune_for_eval(self, model, data, **kwargs):
+            type(self).calls += 1
+            super().finetune_for_eval(model, data, **kwargs)
+
+    sim = Simulation(CountingBABU(lr=0.1, ft_epochs=1), tiny_cnn, blobs(), num_rounds=1,
+                     progress=False)
+    sim.run()
+    assert CountingBABU.calls == 3  # the last round's client evaluation
+    table = specialization_table(sim)
+    assert CountingBABU.calls == 3  # reused, not fine-tuned again
+    last = sim.history_.clients
+    assert list(table["accuracy"]) == list(last["personal_acc"])

@@ -170,6 +170,7 @@ class Simulation:
         }
         self.state_: GlobalState = algorithm.init_global(self.model_)
         self.client_states_: dict[int, ClientState] = {k: {} for k in dataset.client_ids()}
+        self._finetuned_: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
         self.history_ = History(config=self.describe())
 
     # ------------------------------------------------------------------ public
@@ -232,10 +233,16 @@ class Simulation:
         training data (FedBABU), seeded by ``(seed, rounds done, client)``; the fine-tuned
         weights are used for evaluation only.
         """
+        cached = self._finetuned_.get(client_id)
+        if cached is not None and cached[0] == self.state_.round:
+            self.model_.load_state_dict(cached[1])
+            return self.model_
         weights = self.algorithm.personal_weights(
             self._full_global_weights(), self.client_states_[client_id]
         )
         self.model_.load_state_dict(weights)
+        if type(self.algorithm).finetune_for_eval is Algorithm.finetune_for_eval:
+            return self.model_
         seed = derive_seed(self.seed, self.state_.round, client_id, EVAL_SEED_TAG)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -246,6 +253,10 @@ class Simulation:
                 generator=torch.Generator().manual_seed(seed),
                 device=self.device,
             )
+        # fine-tuning is deterministic per (round, client): keep the result for the other
+        # evaluations of this round (the per-round history, then fedlib.evaluation)
+        state = {k: v.detach().clone() for k, v in self.model_.state_dict().items()}
+        self._finetuned_[client_id] = (self.state_.round, state)
         return self.model_
 
     # ------------------------------------------------------------------ one round
@@ -432,6 +443,7 @@ class Simulation:
             weights=payload["weights"], round=payload["round"], extra=payload["extra"]
         )
         self.client_states_ = {int(k): v for k, v in payload["client_states"].items()}
+        self._finetuned_ = {}
         self.history_ = History(
             round_records=list(payload["round_records"]),
             client_records=list(payload["client_records"]),
