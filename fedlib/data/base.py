@@ -7,6 +7,8 @@ so class counts and partitions never need to decode an image.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ArrayDataset", "FederatedDataset", "dataset_labels"]
+__all__ = ["ArrayDataset", "FederatedDataset", "content_digest", "dataset_labels"]
 
 
 class ArrayDataset(Dataset):
@@ -175,6 +177,65 @@ class FederatedDataset:
             return ArrayDataset.concatenate(parts)  # type: ignore[arg-type]
         return _LabeledConcat(parts)
 
+    def pooled_test(self) -> Dataset:
+        """The test set of generalization: the union of the clients' distinct test splits.
+
+        When ``info["global_test"]`` is set (a shared balanced test set, or the global set a
+        ``local_test="proportional"`` split samples from) it is that set. Otherwise each
+        distinct test split counts once: when every client shares one test set (the same
+        object, as for a user's ``.npz`` without ``client_test``), the result is that one set,
+        not K copies of it. Empty splits are left out.
+        """
+        shared = self.info.get("global_test")
+        if shared is not None:
+            return shared
+        parts: list[Dataset] = []
+        seen: set[int] = set()
+        for k in self.client_ids():
+            part = self.test[k]
+            if id(part) in seen or len(part) == 0:
+                continue
+            seen.add(id(part))
+            parts.append(part)
+        if not parts:
+            raise ValueError(
+                f"FederatedDataset.pooled_test: every client's test split of {self.name!r} is "
+                "empty."
+            )
+        if len(parts) == 1:
+            return parts[0]
+        if all(isinstance(p, ArrayDataset) for p in parts):
+            return ArrayDataset.concatenate(parts)  # type: ignore[arg-type]
+        return _LabeledConcat(parts)
+
+    def fingerprint(self) -> str:
+        """A sha256 hex digest of what defines the data, stable across processes.
+
+        Hashed: the name, the class names, the client names, and per client and split the
+        labels and a content digest of the images (:func:`content_digest`: the bytes of
+        in-memory tensors; file names and sizes for lazily decoded files). Any change of the
+        data (scale, partition, ``alpha``, split, seed) changes the string; the same data gives
+        the same string in every process. ``info`` is not hashed, only the data it produced.
+        """
+        digest = hashlib.sha256()
+        cache: dict[int, str] = {}
+
+        def feed(*parts: object) -> None:
+            for part in parts:
+                digest.update(repr(part).encode("utf-8"))
+                digest.update(b"\x00")
+
+        feed("fedlib.FederatedDataset/1", self.name, self.class_names, self.client_names)
+        for k in self.client_ids():
+            for split in ("train", "test"):
+                part = self._split(split)[k]
+                labels = dataset_labels(part)
+                feed(k, split, len(part), hashlib.sha256(labels.tobytes()).hexdigest())
+                if id(part) not in cache:
+                    cache[id(part)] = content_digest(part)
+                feed(cache[id(part)])
+        return digest.hexdigest()
+
     def centralized(self) -> FederatedDataset:
         """One client holding the pooled train and test sets (the centralized reference)."""
         return FederatedDataset(
@@ -200,3 +261,50 @@ class _LabeledConcat(torch.utils.data.ConcatDataset):
     def __init__(self, parts: Sequence[Dataset]):
         super().__init__(parts)
         self.labels = torch.as_tensor(np.concatenate([dataset_labels(p) for p in parts]))
+
+
+def content_digest(dataset: Dataset) -> str:
+    """A cheap sha256 digest of a dataset's content, without decoding any image file.
+
+    * :class:`ArrayDataset`: the bytes, shapes and dtypes of its tensors (images, labels,
+      masks, boxes);
+    * lazily decoded files (a ``paths`` attribute, e.g. ``ImageFileDataset``): each file's name
+      and size, plus the decoding options (``image_size``, ``channels``);
+    * concatenations and subsets: the digests of their parts and the indices taken;
+    * anything else: its type, length and labels.
+    """
+    digest = hashlib.sha256()
+
+    def feed(*parts: object) -> None:
+        for part in parts:
+            digest.update(part if isinstance(part, bytes) else repr(part).encode("utf-8"))
+            digest.update(b"\x00")
+
+    if isinstance(dataset, ArrayDataset):
+        for name in ("images", "labels", "masks", "boxes"):
+            tensor = getattr(dataset, name)
+            if tensor is None:
+                feed(name, None)
+                continue
+            array = np.ascontiguousarray(tensor.detach().cpu().numpy())
+            feed(name, array.shape, str(array.dtype), array.tobytes())
+    elif isinstance(getattr(dataset, "paths", None), list):
+        feed(type(dataset).__name__, getattr(dataset, "image_size", None),
+             getattr(dataset, "channels", None))
+        for path in dataset.paths:  # type: ignore[attr-defined]
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                size = -1
+            feed(os.path.basename(os.fspath(path)), size)
+        for group in getattr(dataset, "mask_paths", None) or []:
+            feed([os.path.basename(os.fspath(m)) for m in group])
+        feed(dataset_labels(dataset).tobytes())
+    elif isinstance(dataset, torch.utils.data.ConcatDataset):
+        feed("concat", *[content_digest(part) for part in dataset.datasets])
+    elif isinstance(dataset, torch.utils.data.Subset):
+        feed("subset", content_digest(dataset.dataset),
+             np.asarray(dataset.indices, dtype=np.int64).tobytes())
+    else:
+        feed(type(dataset).__qualname__, len(dataset), dataset_labels(dataset).tobytes())  # type: ignore[arg-type]
+    return digest.hexdigest()
