@@ -8,9 +8,7 @@ renamed only after the write succeeded, so nothing partial is ever left behind.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -18,6 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from fedlib._atomic import atomic_write, atomic_write_bytes
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -171,20 +171,6 @@ def natural_key(text: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def atomic_save_image(image: Image.Image, path: Path, **save_kwargs) -> None:
     """Save a PIL image atomically; the format follows the suffix of ``path``."""
     path = Path(path)
@@ -192,11 +178,4 @@ def atomic_save_image(image: Image.Image, path: Path, **save_kwargs) -> None:
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format is None:
         raise ValueError(f"atomic_save_image: unknown image suffix {path.suffix!r} in {path}.")
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format=image_format, **save_kwargs)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda stream: image.save(stream, format=image_format, **save_kwargs))
