@@ -3,5 +3,6 @@ and wrappers that add a personal head or a projection head."""
 
 from fedlib.models.cnn import SmallCNN
 from fedlib.models.heads import ExtendedModel, ProjectionHeadModel, TwoHeadClassifier
+from fedlib.models.unet import UNet
 
-__all__ = ["ExtendedModel", "ProjectionHeadModel", "SmallCNN", "TwoHeadClassifier"]
+__all__ = ["ExtendedModel", "ProjectionHeadModel", "SmallCNN", "TwoHeadClassifier", "UNet"]
