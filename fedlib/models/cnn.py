@@ -7,6 +7,9 @@ a second head (FCA). State-dict keys therefore start with ``body.`` or ``head.``
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -43,11 +46,7 @@ class SmallCNN(nn.Module):
         norm: str = "batch",
     ):
         super().__init__()
-        check_param("SmallCNN", "in_channels", in_channels, Interval(int, 1, None))
-        check_param("SmallCNN", "num_classes", num_classes, Interval(int, 2, None))
-        check_param("SmallCNN", "width", width, Interval(int, 1, None))
-        check_param("SmallCNN", "dropout", dropout, Interval(float, 0, 1, closed="left"))
-        check_param("SmallCNN", "norm", norm, Options(("batch", "group", "none")))
+        _check_options(in_channels, num_classes, width, dropout, norm)
         channels = (in_channels, width, 2 * width, 4 * width)
         layers: list[nn.Module] = []
         for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
@@ -63,6 +62,31 @@ class SmallCNN(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Linear(self.feature_dim, num_classes)
 
+    @classmethod
+    def factory(
+        cls,
+        in_channels: int = 3,
+        num_classes: int = 8,
+        *,
+        width: int = 8,
+        dropout: float = 0.0,
+        norm: str = "batch",
+    ) -> Callable[[], SmallCNN]:
+        """A no-argument function that builds a fresh ``SmallCNN`` with these options.
+
+        This is what :class:`fedlib.core.Simulation` takes as ``model_fn``. The options are
+        checked now, not at the first call, and nothing is built (no random number is drawn),
+        so creating a factory never changes a seeded run.
+
+        >>> make_model = SmallCNN.factory(in_channels=1, num_classes=5, width=4)
+        >>> make_model().head.out_features
+        5
+        """
+        _check_options(in_channels, num_classes, width, dropout, norm)
+        return functools.partial(
+            cls, in_channels, num_classes, width=width, dropout=dropout, norm=norm
+        )
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features ``h = phi(x)``, shape (N, feature_dim)."""
         return self.body((x - 0.5) / 0.25)
@@ -73,6 +97,14 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(x))
+
+
+def _check_options(in_channels, num_classes, width, dropout, norm) -> None:
+    check_param("SmallCNN", "in_channels", in_channels, Interval(int, 1, None))
+    check_param("SmallCNN", "num_classes", num_classes, Interval(int, 2, None))
+    check_param("SmallCNN", "width", width, Interval(int, 1, None))
+    check_param("SmallCNN", "dropout", dropout, Interval(float, 0, 1, closed="left"))
+    check_param("SmallCNN", "norm", norm, Options(("batch", "group", "none")))
 
 
 def _norm_layer(norm: str, channels: int) -> nn.Module:
