@@ -23,7 +23,7 @@ def test_run_writes_history_and_summary_that_parse(tmp_path, capsys):
     for seed in (0, 1):
         history = pd.read_csv(out / f"seed{seed}" / "history.csv")
         assert list(history["round"]) == [1, 2]
-        assert {"train_loss", "acc", "bacc"} <= set(history.columns)
+        assert {"train_loss", "gen_accuracy", "gen_balanced_accuracy"} <= set(history.columns)
         clients = pd.read_csv(out / f"seed{seed}" / "clients.csv")
         assert set(clients["client"]) == set(range(6))
         summary = json.loads((out / f"seed{seed}" / "summary.json").read_text())

@@ -126,7 +126,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, optimizer_sta
     assert same_weights(whole.state_.weights, resumed.state_.weights)
     for k in whole.client_states_:
         assert same_weights(
-            whole.client_states_[k]["personal"], resumed.client_states_[k]["personal"]
+            whole.client_states_[k].personal, resumed.client_states_[k].personal
         )
     h_whole, h_resumed = history_without_times(whole), history_without_times(resumed)
     assert h_whole[0].equals(h_resumed[0])
@@ -226,18 +226,18 @@ def test_fedper_keeps_heads_local_and_sends_only_the_body():
     }
     assert expected and set(msg.arrays) == expected
     sim.run()
-    heads = [sim.client_states_[k]["personal"]["head.weight"] for k in range(3)]
+    heads = [sim.client_states_[k].personal["head.weight"] for k in range(3)]
     assert not torch.equal(heads[0], heads[1])
     # the server's head never moves: nobody sends one
     assert torch.equal(sim.state_.weights["head.weight"], sim.initial_weights_["head.weight"])
-    assert "personal_bacc" in sim.history_.clients
-    assert "spec_bacc" in sim.history_.rounds
+    assert "spec_balanced_accuracy" in sim.history_.clients
+    assert "spec_balanced_accuracy" in sim.history_.rounds
 
 
 def test_personal_head_persists_across_rounds():
     sim = Simulation(FedPer(lr=0.1), tiny_cnn, blobs(), num_rounds=1, progress=False)
     sim.run()
-    after_one = sim.client_states_[0]["personal"]["head.weight"].clone()
+    after_one = sim.client_states_[0].personal["head.weight"].clone()
     # round 2 must start from the head trained in round 1, not from the initial head
     sim.algorithm.load_client_model(
         sim.model_,
@@ -259,9 +259,9 @@ def test_local_only_sends_nothing_and_fedavg_sends_all_float_tensors():
 
 def test_persisted_optimizer_state_is_kept_per_client():
     sim = run(FedAvg(optimizer="adam", lr=1e-3, optimizer_state="persist"), rounds=2)
-    steps = sim.client_states_[0]["optimizer"]["state"][0]["step"]
+    steps = sim.client_states_[0].optimizer["state"][0]["step"]
     assert float(steps) == 2  # 24 examples, batch 32: one step per round, two rounds
-    assert "optimizer" not in run(FedAvg(), rounds=1).client_states_[0]
+    assert run(FedAvg(), rounds=1).client_states_[0].optimizer is None
 
 
 def test_local_steps_overrides_epochs():
@@ -269,7 +269,7 @@ def test_local_steps_overrides_epochs():
         optimizer="adam", lr=1e-3, optimizer_state="persist", local_steps=5, batch_size=8
     )
     sim = run(method, rounds=1)
-    assert float(sim.client_states_[0]["optimizer"]["state"][0]["step"]) == 5
+    assert float(sim.client_states_[0].optimizer["state"][0]["step"]) == 5
 
 
 def test_learning_rate_schedule_is_sent_per_round():
@@ -325,13 +325,15 @@ def test_history_reports_pooled_and_per_site_metrics():
     sim = run(FedAvg(lr=0.1), rounds=2)
     rounds, clients = sim.history_.rounds, sim.history_.clients
     assert list(rounds["round"]) == [1, 2]
-    assert {"acc", "bacc", "train_loss", "client_mean_bacc"} <= set(rounds.columns)
+    expected = {"gen_accuracy", "gen_balanced_accuracy", "train_loss",
+                "gen_client_mean_balanced_accuracy"}
+    assert expected <= set(rounds.columns)
     assert set(clients["client"]) == {0, 1, 2}
     # pooled accuracy is the example-weighted mean of the per-site accuracies
     last = clients[clients["round"] == 2]
     sizes = np.array([len(sim.dataset.test[k]) for k in range(3)])
-    expected = float((last["acc"].to_numpy() * sizes).sum() / sizes.sum())
-    assert rounds["acc"].iloc[-1] == pytest.approx(expected)
+    expected = float((last["gen_accuracy"].to_numpy() * sizes).sum() / sizes.sum())
+    assert rounds["gen_accuracy"].iloc[-1] == pytest.approx(expected)
 
 
 def test_local_updates_preview_the_next_round_without_changing_state():

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from toy_federation import blobs, tiny_cnn
 
-from fedlib.core import Algorithm, LocalContext, RoundMessage, Simulation
+from fedlib.core import Algorithm, ClientState, LocalContext, RoundMessage, Simulation
 from fedlib.methods import (
     METHODS,
     MOON,
@@ -56,11 +56,19 @@ def one_round(sim: Simulation, client: int = 0):
 def context(counts, *, state=None, anchor=None, message=None) -> LocalContext:
     counts = np.asarray(counts)
     return LocalContext(
-        client_id=0, round=0, message=message or RoundMessage(0, {}), state=state or {},
-        class_counts=counts,
+        client_id=0, round=0, message=message or RoundMessage(0, {}),
+        state=state or ClientState(), data=None, class_counts=counts,
         prior=torch.as_tensor(counts / counts.sum(), dtype=torch.float32),
         global_params=anchor or {}, device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0), lr=0.1,
     )
+
+
+def populated(state: ClientState) -> set[str]:
+    """The entries a client keeps: 'personal', 'post_local', 'optimizer' and method entries."""
+    kept = {"personal"} | set(state.method)
+    kept |= {name for name in ("post_local", "optimizer") if getattr(state, name) is not None}
+    return kept
 
 
 def same_weights(a: dict, b: dict) -> bool:
@@ -81,23 +89,25 @@ PERSONAL_HEAD = {"personal_head.weight", "personal_head.bias"}
 CLASSIFIER = {"creff.classifier.weight", "creff.classifier.bias"}
 GRADS_01 = {f"creff.grad.{c}.{n}" for c in (0, 1) for n in ("weight", "bias")}
 
-# method -> (keys sent, keys replied, client-state entries, personal tensors besides counters);
-# client 0 lacks class 2, so CReFF sends no gradient for it.
+# method -> (arrays sent, side sent, arrays replied, side replied, client-state entries,
+# personal tensors besides counters); client 0 lacks class 2, so CReFF sends no gradient for it.
 UPLOADED_HEAD = {"local_head.head.weight", "local_head.head.bias"}
+POST = {"personal", "post_local"}
 WIRE = {
-    "fedavg": (FLOAT, FLOAT, {"personal", "post_local"}, set()),
-    "fedprox": (FLOAT, FLOAT, {"personal", "post_local"}, set()),
-    "fedrs": (FLOAT - {"head.bias"}, FLOAT - {"head.bias"}, {"personal", "post_local"}, set()),
-    "fedlc": (FLOAT, FLOAT, {"personal", "post_local"}, set()),
-    "moon": (FLOAT | PROJECTION, FLOAT | PROJECTION, {"personal", "post_local"}, set()),
-    "creff": (FLOAT | CLASSIFIER, FLOAT | GRADS_01, {"personal", "post_local"}, set()),
+    "fedavg": (FLOAT, set(), FLOAT, set(), POST, set()),
+    "fedprox": (FLOAT, set(), FLOAT, set(), POST, set()),
+    "fedrs": (FLOAT - {"head.bias"}, set(), FLOAT - {"head.bias"}, set(), POST, set()),
+    "fedlc": (FLOAT, set(), FLOAT, set(), POST, set()),
+    "moon": (FLOAT | PROJECTION, set(), FLOAT | PROJECTION, set(), POST | {"previous_model"},
+             set()),
+    "creff": (FLOAT, CLASSIFIER, FLOAT, GRADS_01, POST, set()),
     # FedPer and FedRep also upload their heads for the evaluation-only averaged head
-    "fedper": (BODY, BODY | UPLOADED_HEAD, {"personal"}, HEAD),
-    "fedrep": (BODY, BODY | UPLOADED_HEAD, {"personal"}, HEAD),
-    "fedbabu": (BODY, BODY, {"personal"}, HEAD),
-    "fedrod": (FLOAT, FLOAT, {"personal"}, PERSONAL_HEAD),
-    "ditto": (FLOAT, FLOAT, {"personal", "personal_model"}, set()),
-    "local": (set(), set(), {"personal"}, FLOAT),
+    "fedper": (BODY, set(), BODY, UPLOADED_HEAD, {"personal"}, HEAD),
+    "fedrep": (BODY, set(), BODY, UPLOADED_HEAD, {"personal"}, HEAD),
+    "fedbabu": (BODY, set(), BODY, set(), {"personal"}, HEAD),
+    "fedrod": (FLOAT, set(), FLOAT, set(), {"personal"}, PERSONAL_HEAD),
+    "ditto": (FLOAT, set(), FLOAT, set(), {"personal", "personal_model"}, set()),
+    "local": (set(), set(), set(), set(), {"personal"}, FLOAT),
 }
 
 
@@ -107,28 +117,30 @@ def test_every_registered_method_has_a_wire_test():
 
 @pytest.mark.parametrize("name", sorted(WIRE))
 def test_what_crosses_the_wire_and_what_stays(name):
-    sent, replied, kept, personal = WIRE[name]
+    sent, side_sent, replied, side_replied, kept, personal = WIRE[name]
     sim = Simulation(get_method(name, **FAST.get(name, {})), tiny_cnn, blobs(absent={0: 2}),
                      num_rounds=1, progress=False)
     message, reply, state = one_round(sim)
     assert set(message.arrays) == sent
+    assert set(message.side) == side_sent
     assert set(reply.arrays) == replied
-    assert set(state) == kept
-    assert set(state["personal"]) - TRACKED == personal
-    if "post_local" in state:  # the whole model after local training, counters included
-        assert set(state["post_local"]) == set(sim.model_.state_dict())
+    assert set(reply.side) == side_replied
+    assert populated(state) == kept
+    assert set(state.personal) - TRACKED == personal
+    if state.post_local is not None:  # the whole model after local training, counters included
+        assert set(state.post_local) == set(sim.model_.state_dict())
 
 
 def test_fedlc_global_counts_cross_the_wire_and_come_back_summed():
     data = blobs(absent={0: 2})
     sim = simulate(FedLC(fedlc_counts="global"), rounds=1, data=data)
     message, reply, _ = one_round(sim)
-    assert set(reply.arrays) == FLOAT | {"fedlc.class_counts"}
+    assert set(reply.arrays) == FLOAT and set(reply.side) == {"class_counts"}
     local = np.bincount(data.train[0].labels.numpy(), minlength=3)
-    assert reply.arrays["fedlc.class_counts"].tolist() == local.tolist()
+    assert reply.side["class_counts"].tolist() == local.tolist()
     total = sum(np.bincount(data.train[k].labels.numpy(), minlength=3) for k in range(3))
-    assert message.config["global_counts"] == [float(c) for c in total]
-    assert "global_counts" not in FedLC().message_for(sim.state_, 0).config
+    assert message.side["global_class_counts"].tolist() == [float(c) for c in total]
+    assert "global_class_counts" not in FedLC().message_for(sim.state_, 0).side
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -136,7 +148,7 @@ def test_every_method_runs_two_rounds_with_finite_history(name):
     sim = simulate(get_method(name, lr=0.1, **FAST.get(name, {})), evaluate_clients=True)
     rounds = sim.history_.rounds
     assert list(rounds["round"]) == [1, 2]
-    for column in ("train_loss", "bacc", "spec_bacc"):
+    for column in ("train_loss", "gen_balanced_accuracy", "spec_balanced_accuracy"):
         assert np.isfinite(rounds[column]).all(), column
     assert all(torch.isfinite(v).all() for v in sim.state_.weights.values()
                if v.is_floating_point())
@@ -147,7 +159,7 @@ def test_fedrs_with_every_class_present_is_cross_entropy():
     method = FedRS(alpha=0.3)
     model = method.prepare_model(tiny_cnn())
     ctx = context([5, 2, 1])
-    method.before_local_training(model, None, ctx)
+    method.before_local_training(model, ctx)
     x, y = batch()
     assert torch.equal(method.local_loss(model, (x, y), ctx), F.cross_entropy(model(x), y))
 
@@ -157,7 +169,7 @@ def test_fedrs_scales_an_absent_class_logit_by_alpha():
     model = method.prepare_model(tiny_cnn())
     assert model.head.bias is None and "head.bias" not in model.state_dict()
     ctx = context([5, 0, 1])
-    method.before_local_training(model, None, ctx)
+    method.before_local_training(model, ctx)
     x, _ = batch()
     z = method.restricted_logits(model, x, ctx)
     raw = model(x)
@@ -172,7 +184,7 @@ def test_fedlc_calibrated_ce_with_equal_counts_is_cross_entropy():
     method = FedLC(tau=2.0)
     model = tiny_cnn()
     ctx = context([4, 4, 4])
-    method.before_local_training(model, None, ctx)
+    method.before_local_training(model, ctx)
     x, y = batch()
     loss = method.local_loss(model, (x, y), ctx)
     assert torch.allclose(loss, F.cross_entropy(model(x), y), atol=1e-6)
@@ -199,33 +211,45 @@ def test_fedrod_personalized_prediction_is_generic_plus_personal_logits():
     sim = simulate(FedRoD(lr=0.1))
     x, _ = batch()
     two_heads = copy.deepcopy(sim.model_)
-    two_heads.load_state_dict({**sim.state_.weights, **sim.client_states_[1]["personal"]})
+    two_heads.load_state_dict({**sim.state_.weights, **sim.client_states_[1].personal})
     with torch.no_grad():
         z_g, z_p, _ = two_heads.eval().forward_heads(x)
         combined = sim.client_model(1).eval()(x)
-    assert not torch.equal(sim.client_states_[1]["personal"]["personal_head.weight"],
+    assert not torch.equal(sim.client_states_[1].personal["personal_head.weight"],
                            sim.initial_weights_["personal_head.weight"])
     assert torch.allclose(combined, z_g + z_p, atol=1e-5)
 
 
 # ------------------------------------------------------------------ 7. FedRep
 class RecordingFedRep(FedRep):
-    """Logs, at every step, the phase and the parameters whose gradient is non-zero."""
+    """Logs, at every optimizer step, the phase and the parameters whose gradient is non-zero."""
 
-    def before_step(self, model, ctx):
-        moved = {n for n, p in model.named_parameters()
-                 if p.grad is not None and bool(p.grad.abs().sum() > 0)}
-        ctx.state.setdefault("log", []).append((ctx.extras["fedrep_phase"], moved))
+    def local_loss(self, model, batch, ctx):
+        self.phase = ctx.extras["fedrep_phase"]
+        return super().local_loss(model, batch, ctx)
+
+    def make_optimizer(self, model, *, lr):
+        optimizer = super().make_optimizer(model, lr=lr)
+        self.log, step = [], optimizer.step
+
+        def logged_step(*args, **kwargs):
+            moved = {n for n, p in model.named_parameters()
+                     if p.grad is not None and bool(p.grad.abs().sum() > 0)}
+            self.log.append((self.phase, moved))
+            return step(*args, **kwargs)
+
+        optimizer.step = logged_step
+        return optimizer
 
 
 def test_fedrep_trains_head_then_body_never_both():
     method = RecordingFedRep(lr=0.1, batch_size=8, head_epochs=2, body_epochs=1)
     sim = Simulation(method, tiny_cnn, blobs(), num_rounds=1, progress=False)
-    _, _, state = one_round(sim)
+    one_round(sim)
     params = {n for n, _ in tiny_cnn().named_parameters()}
-    phases = [phase for phase, _ in state["log"]]
+    phases = [phase for phase, _ in method.log]
     assert phases == ["head"] * 6 + ["body"] * 3  # 24 examples, batch 8
-    for phase, moved in state["log"]:
+    for phase, moved in method.log:
         expected = HEAD if phase == "head" else params - HEAD
         assert moved == expected
 
@@ -236,7 +260,7 @@ def test_fedbabu_head_is_bit_identical_after_federated_rounds():
     initial = {k: sim.initial_weights_[k] for k in HEAD}
     assert same_weights({k: sim.state_.weights[k] for k in HEAD}, initial)
     for k in range(3):
-        assert same_weights({n: sim.client_states_[k]["personal"][n] for n in HEAD}, initial)
+        assert same_weights({n: sim.client_states_[k].personal[n] for n in HEAD}, initial)
     body = "body.0.weight"
     assert not torch.equal(sim.state_.weights[body], sim.initial_weights_[body])
 
@@ -247,7 +271,7 @@ def test_fedbabu_fine_tunes_for_evaluation_only_and_reproducibly():
     again = sim.client_model(0).state_dict()
     assert same_weights(first, dict(again))
     assert not torch.equal(first["head.weight"], sim.initial_weights_["head.weight"])
-    assert torch.equal(sim.client_states_[0]["personal"]["head.weight"],
+    assert torch.equal(sim.client_states_[0].personal["head.weight"],
                        sim.initial_weights_["head.weight"])
     head_only = simulate(FedBABU(lr=0.1, ft_epochs=2, babu_ft_part="head"), rounds=1)
     tuned = head_only.client_model(0).state_dict()
@@ -279,8 +303,8 @@ def test_ditto_with_lambda_zero_personal_model_is_local_training_bit_for_bit():
     ditto = simulate(Ditto(lr=0.1, lam=0.0), rounds=2)
     alone = simulate(LocalOnly(lr=0.1), rounds=2)
     for k in range(3):
-        assert same_weights(ditto.client_states_[k]["personal_model"],
-                            alone.client_states_[k]["personal"])
+        assert same_weights(ditto.client_states_[k].method["personal_model"],
+                            alone.client_states_[k].personal)
 
 
 def test_ditto_global_model_is_fedavgs_bit_for_bit():
@@ -288,7 +312,7 @@ def test_ditto_global_model_is_fedavgs_bit_for_bit():
     fedavg = simulate(FedAvg(lr=0.1), rounds=2)
     assert same_weights(ditto.state_.weights, fedavg.state_.weights)
     own = ditto.client_model(0).state_dict()
-    assert same_weights(dict(own), ditto.client_states_[0]["personal_model"])
+    assert same_weights(dict(own), ditto.client_states_[0].method["personal_model"])
 
 
 # ------------------------------------------------------------------ 10. MOON
@@ -330,13 +354,13 @@ def test_moon_contrastive_term_value_through_the_method():
     _set_projection(model, identity)  # the model being trained equals the global one: r = r_g
     x = torch.rand(5, 2, generator=torch.Generator().manual_seed(0)) + 0.1
     y = torch.tensor([0, 1, 2, 0, 1])
-    ctx = context([2, 2, 1], state={"post_local": previous})
-    method.before_local_training(model, None, ctx)
+    ctx = context([2, 2, 1], state=ClientState(method={"previous_model": previous}))
+    method.before_local_training(model, ctx)
     extra = (method.local_loss(model, (x, y), ctx) - F.cross_entropy(model(x), y)).detach()
     assert float(extra) == pytest.approx(-math.log(math.e**2 / (math.e**2 + 1)), abs=1e-6)
     assert float(extra) == pytest.approx(0.1269, abs=1e-4)
     first_round = context([2, 2, 1])  # no previous model yet: r_p = r_g = r
-    method.before_local_training(model, None, first_round)
+    method.before_local_training(model, first_round)
     extra = method.local_loss(model, (x, y), first_round) - F.cross_entropy(model(x), y)
     extra = extra.detach()
     assert float(extra) == pytest.approx(math.log(2), abs=1e-6)
@@ -372,14 +396,14 @@ def test_creff_client_gradients_are_per_class_means_on_real_features():
     model.load_state_dict({**sim.initial_weights_, **dict(message.arrays)}, strict=False)
     model.eval()
     data = sim.dataset.train[0]
-    w = message.arrays["creff.classifier.weight"].clone().requires_grad_(True)
-    b = message.arrays["creff.classifier.bias"].clone().requires_grad_(True)
+    w = message.side["creff.classifier.weight"].clone().requires_grad_(True)
+    b = message.side["creff.classifier.bias"].clone().requires_grad_(True)
     x1 = data.images[data.labels == 1]
     ce = F.cross_entropy(F.linear(model.features(x1).detach(), w, b),
                          torch.ones(len(x1), dtype=torch.long))
     gw, gb = torch.autograd.grad(ce, [w, b])
-    assert torch.allclose(reply.arrays["creff.grad.1.weight"], gw, atol=1e-6)
-    assert torch.allclose(reply.arrays["creff.grad.1.bias"], gb, atol=1e-6)
+    assert torch.allclose(reply.side["creff.grad.1.weight"], gw, atol=1e-6)
+    assert torch.allclose(reply.side["creff.grad.1.bias"], gb, atol=1e-6)
 
 
 def test_creff_retrained_classifier_never_overwrites_the_global_head():
@@ -393,7 +417,7 @@ def test_creff_retrained_classifier_never_overwrites_the_global_head():
     assert not torch.equal(retrained["weight"], creff.state_.weights["head.weight"])
     message = creff.algorithm.message_for(creff.state_, 0)
     assert torch.equal(message.arrays["head.weight"], creff.state_.weights["head.weight"])
-    assert torch.equal(message.arrays["creff.classifier.weight"], retrained["weight"])
+    assert torch.equal(message.side["creff.classifier.weight"], retrained["weight"])
 
 
 def test_creff_feature_matching_reduces_the_gradient_distance():
@@ -428,19 +452,19 @@ def test_prepare_model_runs_under_the_seed_and_keeps_the_base_initialisation():
 def test_spec_model_post_local_or_global():
     post = simulate(FedAvg(lr=0.1), rounds=1)
     own = dict(post.client_model(0).state_dict())
-    assert same_weights(own, post.client_states_[0]["post_local"])
+    assert same_weights(own, post.client_states_[0].post_local)
     assert not torch.equal(own["head.weight"], post.state_.weights["head.weight"])
     glob = simulate(FedAvg(lr=0.1, spec_model="global"), rounds=1)
-    assert "post_local" not in glob.client_states_[0]
+    assert glob.client_states_[0].post_local is None
     assert torch.equal(glob.client_model(0).state_dict()["head.weight"],
                        glob.state_.weights["head.weight"])
 
 
 def test_evaluate_clients_adds_specialization_to_fedavg():
-    assert "spec_bacc" not in simulate(FedAvg(), rounds=1).history_.rounds
+    assert "spec_balanced_accuracy" not in simulate(FedAvg(), rounds=1).history_.rounds
     sim = simulate(FedAvg(), rounds=1, evaluate_clients=True)
-    assert "spec_bacc" in sim.history_.rounds
-    assert "personal_bacc" in sim.history_.clients
+    assert "spec_balanced_accuracy" in sim.history_.rounds
+    assert "spec_balanced_accuracy" in sim.history_.clients
 
 
 def test_two_head_classifier_keeps_the_base_model_behaviour():
@@ -495,6 +519,7 @@ def test_two_head_classifier_keeps_the_base_model_behaviour():
         (CReFF, {"retrain_lr": 0.0}, "CReFF: 'retrain_lr' must be a float > 0"),
         (CReFF, {"retrain_batch_size": 0}, "CReFF: 'retrain_batch_size' must be an int >= 1"),
         (FedAvg, {"spec_model": "x"}, "FedAvg: 'spec_model' must be one of 'post_local'"),
+        (FedAvg, {"spec_model": "personal"}, "FedAvg: 'spec_model'='personal' needs a method"),
     ],
 )
 def test_invalid_options_are_named(cls, kwargs, match):
@@ -523,7 +548,7 @@ def test_resume_with_method_state_equals_uninterrupted_run(tmp_path, method):
                          checkpoint_dir=tmp_path)
     resumed.run(resume=True)
     assert same_weights(whole.state_.weights, resumed.state_.weights)
-    columns = ["round", "train_loss", "bacc"]
+    columns = ["round", "train_loss", "gen_balanced_accuracy"]
     assert whole.history_.rounds[columns].equals(resumed.history_.rounds[columns])
 
 
@@ -531,7 +556,7 @@ def test_fedper_global_model_uses_the_weighted_mean_of_uploaded_heads():
     sim = Simulation(get_method("fedper", lr=0.1), tiny_cnn, blobs(), num_rounds=2,
                      progress=False)
     sim.run()
-    heads = [sim.client_states_[k]["personal"] for k in sim.dataset.client_ids()]
+    heads = [sim.client_states_[k].personal for k in sim.dataset.client_ids()]
     sizes = [len(sim.dataset.train[k]) for k in sim.dataset.client_ids()]
     expected = {key: sum(n * h[key] for h, n in zip(heads, sizes, strict=True)) / sum(sizes)
                 for key in ("head.weight", "head.bias")}
@@ -540,7 +565,8 @@ def test_fedper_global_model_uses_the_weighted_mean_of_uploaded_heads():
         torch.testing.assert_close(evaluated[key], value)
         # training never used it: the server's own head is still the initial one
         assert torch.equal(sim.state_.weights[key], sim.initial_weights_[key])
-    assert "avg_local_head" not in sim.algorithm.message_for(sim.state_, 0).arrays
+    message = sim.algorithm.message_for(sim.state_, 0)
+    assert not set(message.arrays) & HEAD and not message.side
 
     no_upload = get_method("fedper", lr=0.1, pfl_global_head="none")
     sim = Simulation(no_upload, tiny_cnn, blobs(), num_rounds=1, progress=False)
@@ -558,9 +584,9 @@ def test_fedbabu_fine_tunes_each_client_once_per_round():
     class CountingBABU(FedBABU):
         calls = 0
 
-        def finetune_for_eval(self, model, data, **kwargs):
+        def finetune_for_eval(self, model, ctx):
             type(self).calls += 1
-            super().finetune_for_eval(model, data, **kwargs)
+            super().finetune_for_eval(model, ctx)
 
     sim = Simulation(CountingBABU(lr=0.1, ft_epochs=1), tiny_cnn, blobs(), num_rounds=1,
                      progress=False)
@@ -569,4 +595,4 @@ def test_fedbabu_fine_tunes_each_client_once_per_round():
     table = specialization_table(sim)
     assert CountingBABU.calls == 3  # reused, not fine-tuned again
     last = sim.history_.clients
-    assert list(table["accuracy"]) == list(last["personal_acc"])
+    assert list(table["accuracy"]) == list(last["spec_accuracy"])

@@ -1,22 +1,42 @@
 """The algorithm protocol: one object with a server half and a client half, over plain tensors.
 
-:class:`Algorithm` implements FedAvg's behaviour as named hooks; a method is the few hooks it
-changes. The server half (``init_global``, ``message_for``, ``aggregate``) sees only the global
-state and the replies; the client half (``client_update`` and the hooks it calls) sees only the
-round message, that client's persistent state and its data. The in-process simulator and the
-Flower adapter drive the same two halves.
+:class:`Algorithm` implements FedAvg as named hooks; a method is the few hooks it changes. The
+server half sees only the global state and the replies; the client half sees only the round
+message, that client's persistent state and its data. The in-process simulator and the Flower
+adapter drive the same two halves.
 
-Around them, four small hooks serve methods whose model or evaluation differs from FedAvg's:
-``prepare_model`` (extra modules, called once when the model is built), ``eval_weights`` (the
-weights the global model is evaluated with), ``personal_weights`` (a client's own model) and
-``finetune_for_eval`` (adapting that model on the client's data before it is evaluated).
+To change ... override (or set) ...
+
+======================================  =====================================================
+what                                    hook or option
+======================================  =====================================================
+the network (extra heads, wrappers)     ``prepare_model(model)``
+which tensors are shared and averaged   ``shared_keys(model)``
+what each client receives               ``message_for(state, client_id)`` (``side`` channel)
+how the new global weights are made     ``server_step(state, averaged)`` (server optimizers);
+                                        ``aggregate`` only to aggregate differently
+what the server does with side data     ``process_side(new_state, replies)``
+the local objective                     ``local_loss(model, batch, ctx)`` /
+                                        ``classification_loss(logits, y, ctx)``
+work before / after local training      ``before_local_training`` / ``after_local_training``
+the local loop (several phases)         ``train_locally``, each phase a ``train_phase``
+the local optimizer                     ``make_optimizer(model, lr=...)``
+what the client uploads                 ``reply_arrays(model, ctx)``; side data in ``ctx.side``
+what a client keeps between rounds      ``ctx.state`` (:class:`~fedlib.core.protocol.
+                                        ClientState`); method entries declared in
+                                        ``client_state_fields``
+the model evaluated for generalization  ``eval_weights(global_weights, state)``
+the model evaluated for specialization  option ``spec_model``; ``personal_weights`` defines
+                                        "personal"; ``finetune_for_eval(model, ctx)`` adapts it
+======================================  =====================================================
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -25,17 +45,25 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from fedlib._validation import NONE, AnyOf, Interval, Options, Validated
+from fedlib._validation import NONE, AnyOf, InstanceOf, Interval, Options, Validated
 from fedlib.core.aggregation import weighted_average
 from fedlib.core.batches import iterate_batches
 from fedlib.core.protocol import ClientReply, ClientState, GlobalState, RoundMessage
 from fedlib.data.base import dataset_labels
 from fedlib.losses import LOSSES, make_loss
 
+CLASS_COUNTS = "class_counts"
+"""Side-channel key of a client's training class counts ``n_{k,c}`` (``la_prior="global"``,
+FedLC's global counts)."""
+GLOBAL_COUNTS = "global_class_counts"
+"""Side-channel key of the server's sum of the clients' reported class counts."""
+
 
 @dataclass
 class LocalContext:
-    """Everything a client's local-loss hook may look at during one round.
+    """Everything a client's hooks may look at during one round of local work.
+
+    Built in one place, :meth:`Algorithm.local_context`.
 
     Attributes
     ----------
@@ -43,26 +71,45 @@ class LocalContext:
     message : RoundMessage
         What the server sent this round.
     state : ClientState
-        This client's persistent state (mutable; the hooks may update it).
+        This client's working copy of its persistent state; it is stored when the round
+        commits and dropped if the round is aborted.
+    data : Dataset
+        The client's training split.
     class_counts : ndarray, shape (C,)
         Local training counts ``n_{k,c}``.
     prior : Tensor, shape (C,)
-        Local class prior ``pi_k = n_{k,c} / n_k``, on the training device.
+        The class prior of the prior-dependent losses: local ``pi_k = n_{k,c} / n_k``, or the
+        federation's (``la_prior="global"``), on the training device.
     global_params : dict of str to Tensor
         The received values of the trainable parameters (detached, on the device), the anchor
         of proximal terms.
     device : torch.device
+    generator : torch.Generator
+        Drives shuffling; seeded by ``(seed, round, client)``.
+    lr : float
+        This round's learning rate (after the schedule).
+    extras : dict
+        Scratch space for this round's hooks (e.g. the phase of a multi-phase method).
+    side : dict of str to Tensor
+        Side data for the server; becomes ``ClientReply.side``.
+    metrics : dict of str to float
+        Extra training statistics; merged into ``ClientReply.metrics``.
     """
 
     client_id: int
     round: int
     message: RoundMessage
     state: ClientState
+    data: Dataset
     class_counts: np.ndarray
     prior: torch.Tensor
     global_params: dict[str, torch.Tensor]
     device: torch.device
+    generator: torch.Generator
+    lr: float
     extras: dict[str, Any] = field(default_factory=dict)
+    side: dict[str, torch.Tensor] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -97,23 +144,36 @@ class Algorithm(Validated):
         Clip the gradient norm before each step.
     loss : {"ce", "focal", "bsm", "logit_adjust"}, default "ce"
         Local classification loss (:func:`fedlib.losses.make_loss`): cross-entropy, focal
-        ``-(1 - p_y)^gamma log p_y``, balanced softmax ``CE(z + log(pi_k + eps), y)`` or logit
-        adjustment ``CE(z + tau log(pi_k + eps), y)`` with the client's local prior ``pi_k``.
-        Prediction always uses the raw logits.
+        ``-alpha_y (1 - p_y)^gamma log p_y``, balanced softmax ``CE(z + log(pi + eps), y)`` or
+        logit adjustment ``CE(z + tau log(pi + eps), y)``. Prediction uses the raw logits.
     focal_gamma : float, default 1.0
         gamma of the focal loss (1 in the FedNPR/FCA code; 2 in Lin et al.).
+    focal_alpha : float in [0, 1], tuple of per-class weights, or None, default None
+        alpha of the focal loss (``None``: 1).
     la_tau : float, default 1.0
         tau of logit adjustment.
-    spec_model : {"post_local", "global"}, default "post_local"
-        The model a client of a method *without* a model of its own (``personalized =
-        False``) is evaluated with for specialization: its model after its last local training
-        (kept in ``state["post_local"]``, as in the FedNPR/FCA code) or the global model.
-        Personalized methods define their own model (``personal_weights``) and ignore it.
+    la_prior : {"local", "global"}, default "local"
+        The prior ``pi`` of "bsm"/"logit_adjust": the client's own ``n_{k,c}/n_k``, or the
+        federation's ``sum_k n_{k,c} / sum_k n_k``, built by the server from the class counts
+        the clients report in the side channel (a client uses its local prior until the server
+        has heard from every client once; the counts reveal each client's label mix).
+    client_weighting : {"num_examples", "uniform"}, default "num_examples"
+        Weights of the server average: ``n_k`` (FedAvg) or equal weights.
+    bn_int_buffers : {"skip", "average_cast"}, default "skip"
+        Integer buffers (BatchNorm's ``num_batches_tracked``) stay local, or are averaged
+        and cast back to integers (truncated), as the FedNPR/FCA code does.
+    spec_model : {"post_local", "global", "personal"}, default "post_local"
+        The model a client is evaluated with for specialization: its model after its last
+        local training (``ClientState.post_local``, as in the FedNPR/FCA code), the global
+        model, or the method's personal model (:meth:`personal_weights`; the default of
+        personalized methods, and only available to them).
     """
 
     name: ClassVar[str] = "fedavg"
     personalized: ClassVar[bool] = False
-    """True when each client keeps a model of its own that should be evaluated (specialization)."""
+    """True when each client has a model of its own (``spec_model="personal"`` is its default)."""
+    client_state_fields: ClassVar[dict[str, str]] = {}
+    """Names (and meaning) of the entries this method keeps in ``ClientState.method``."""
 
     optimizer: str = "sgd"
     lr: float = 0.05
@@ -128,7 +188,11 @@ class Algorithm(Validated):
     max_grad_norm: float | None = None
     loss: str = "ce"
     focal_gamma: float = 1.0
+    focal_alpha: float | tuple[float, ...] | None = None
     la_tau: float = 1.0
+    la_prior: str = "local"
+    client_weighting: str = "num_examples"
+    bn_int_buffers: str = "skip"
     spec_model: str = "post_local"
 
     _constraints: ClassVar[dict] = {
@@ -144,21 +208,39 @@ class Algorithm(Validated):
         "max_grad_norm": AnyOf(NONE, Interval(float, 0, None, closed="neither")),
         "loss": Options(tuple(LOSSES)),
         "focal_gamma": Interval(float, 0, None, closed="left"),
+        "focal_alpha": AnyOf(
+            NONE, Interval(float, 0, 1), InstanceOf(tuple, list, description="a tuple")
+        ),
         "la_tau": Interval(float, 0, None, closed="left"),
-        "spec_model": Options(("post_local", "global")),
+        "la_prior": Options(("local", "global")),
+        "client_weighting": Options(("num_examples", "uniform")),
+        "bn_int_buffers": Options(("skip", "average_cast")),
+        "spec_model": Options(("post_local", "global", "personal")),
     }
 
     def _check_consistency(self) -> None:
+        owner = type(self).__name__
         milestones = self.lr_milestones
         if not isinstance(milestones, tuple | list) or not all(
             isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in milestones
         ):
             raise ValueError(
-                f"{type(self).__name__}: 'lr_milestones' must be a tuple of ints >= 0, "
-                f"got {milestones!r}."
+                f"{owner}: 'lr_milestones' must be a tuple of ints >= 0, got {milestones!r}."
             )
         self.lr_milestones = tuple(milestones)
-        options = {"focal": {"gamma": self.focal_gamma}, "logit_adjust": {"tau": self.la_tau}}
+        if isinstance(self.focal_alpha, list):
+            self.focal_alpha = tuple(self.focal_alpha)
+        if self.spec_model == "personal" and not self.personalized:
+            raise ValueError(
+                f"{owner}: 'spec_model'='personal' needs a method with a personal model; "
+                f"{owner} has none, use 'post_local' or 'global'."
+            )
+        options: dict[str, dict[str, Any]] = {
+            "focal": {"gamma": self.focal_gamma},
+            "logit_adjust": {"tau": self.la_tau},
+        }
+        if self.focal_alpha is not None:
+            options["focal"]["alpha"] = self.focal_alpha
         self._loss_fn = make_loss(self.loss, **options.get(self.loss, {}))
 
     # ------------------------------------------------------------------ description
@@ -180,13 +262,15 @@ class Algorithm(Validated):
         """
         return model
 
-    # ------------------------------------------------------------------ keys
     def shared_keys(self, model: nn.Module) -> list[str]:
         """State-dict keys that cross the wire and are averaged.
 
         FedAvg shares every floating-point tensor, BatchNorm running statistics included;
-        integer buffers (``num_batches_tracked``) stay local.
+        integer buffers (``num_batches_tracked``) stay local unless
+        ``bn_int_buffers="average_cast"``.
         """
+        if self.bn_int_buffers == "average_cast":
+            return list(model.state_dict())
         return [k for k, v in model.state_dict().items() if v.is_floating_point()]
 
     # ------------------------------------------------------------------ server half
@@ -201,23 +285,71 @@ class Algorithm(Validated):
         return {"lr": self.lr * self.lr_gamma**decays}
 
     def message_for(self, state: GlobalState, client_id: int) -> RoundMessage:
-        """What client ``client_id`` receives this round: the shared weights and the config."""
+        """What client ``client_id`` receives: the shared weights, the config and, when the
+        server knows them, the federation's class counts (``la_prior="global"``)."""
         keys = state.extra["shared_keys"]
+        side = {}
+        if self.wants_class_counts() and GLOBAL_COUNTS in state.extra:
+            side[GLOBAL_COUNTS] = state.extra[GLOBAL_COUNTS]
         return RoundMessage(
             round=state.round,
             arrays={k: state.weights[k] for k in keys},
+            side=side,
             config=self.round_config(state),
         )
 
     def aggregate(self, state: GlobalState, replies: Sequence[ClientReply]) -> GlobalState:
-        """Weighted mean of the replies' arrays (weights ``n_k``); other keys keep their value."""
-        weights = dict(state.weights)
+        """The new global state: the clients' arrays averaged (``client_weighting``), moved by
+        :meth:`server_step`; keys nobody sent keep their value; then :meth:`process_side`."""
+        new = GlobalState(weights=dict(state.weights), round=state.round + 1,
+                          extra=dict(state.extra))
         if replies and replies[0].arrays:
             averaged = weighted_average(
-                [r.arrays for r in replies], [r.num_examples for r in replies]
+                [r.arrays for r in replies], self.client_weights(replies)
             )
-            weights.update(averaged)
-        return GlobalState(weights=weights, round=state.round + 1, extra=dict(state.extra))
+            new.weights.update(self.server_step(state, averaged, new.extra))
+        self.process_side(new, replies)
+        return new
+
+    def client_weights(self, replies: Sequence[ClientReply]) -> list[float]:
+        """Weights of the server average: ``n_k``, or 1 each (``client_weighting``)."""
+        if self.client_weighting == "uniform":
+            return [1.0] * len(replies)
+        return [float(r.num_examples) for r in replies]
+
+    def server_step(
+        self,
+        previous: GlobalState,
+        averaged: Mapping[str, torch.Tensor],
+        extra: dict[str, Any],
+    ) -> dict[str, torch.Tensor]:
+        """The new values of the averaged keys (FedAvg: the average itself).
+
+        Server optimizers (FedAvgM, FedAdam, FedYogi) override this: ``previous`` holds
+        ``w^t``, ``averaged`` the clients' mean, and ``extra`` is the new state's dict where
+        they keep their moments.
+        """
+        return dict(averaged)
+
+    def process_side(self, state: GlobalState, replies: Sequence[ClientReply]) -> None:
+        """Update the new global state's ``extra`` from the replies' side channel.
+
+        Default: collect the class counts the clients report (``la_prior="global"``) and,
+        once every client has reported, their sum ``GLOBAL_COUNTS``.
+        """
+        if not self.wants_class_counts():
+            return
+        known = dict(state.extra.get("client_class_counts", {}))
+        for reply in replies:
+            if CLASS_COUNTS in reply.side:
+                known[str(reply.client_id)] = reply.side[CLASS_COUNTS]
+        if known:
+            state.extra["client_class_counts"] = known
+            state.extra[GLOBAL_COUNTS] = torch.stack(list(known.values())).sum(0)
+
+    def wants_class_counts(self) -> bool:
+        """Whether clients report their class counts in the side channel."""
+        return self.la_prior == "global"
 
     # ------------------------------------------------------------------ client half
     def client_update(
@@ -235,52 +367,81 @@ class Algorithm(Validated):
     ) -> tuple[ClientReply, ClientState]:
         """One round of local work; returns the reply and the client's new persistent state.
 
-        ``model`` is a scratch module of the right architecture: its weights are overwritten
-        from the message, then from this client's personal state (falling back to
-        ``initial_weights`` for keys the client has never trained).
+        ``state`` is not modified: the hooks work on a copy, which the caller stores only if
+        the round commits. ``model`` is a scratch module of the right architecture: its weights
+        are overwritten from the message, then from the client's personal tensors (falling
+        back to ``initial_weights`` for keys the client has never trained).
         """
-        state = dict(state)
+        state = state.copy()
         self.load_client_model(model, message, state, initial_weights)
         model.to(device).train()
+        ctx = self.local_context(
+            model, message, state, data, client_id=client_id, num_classes=num_classes,
+            generator=generator, device=device,
+        )
+        self.before_local_training(model, ctx)
+        optimizer = self.make_optimizer(model, lr=ctx.lr)
+        if self.optimizer_state == "persist" and state.optimizer is not None:
+            self.load_optimizer_state(optimizer, state.optimizer, ctx.lr)
+        loss_sum, seen = self.train_locally(model, optimizer, ctx)
+        self.after_local_training(model, ctx)
+        if self.optimizer_state == "persist":
+            state.optimizer = optimizer.state_dict()
+        sent = set(message.arrays)
+        model_state = model.state_dict()
+        state.personal = {
+            k: v.detach().cpu().clone() for k, v in model_state.items() if k not in sent
+        }
+        if self.spec_model == "post_local":
+            state.post_local = {k: v.detach().cpu().clone() for k, v in model_state.items()}
+        self._check_state_fields(state)
+        if self.wants_class_counts():
+            ctx.side[CLASS_COUNTS] = torch.as_tensor(ctx.class_counts, dtype=torch.float64)
+        reply = ClientReply(
+            client_id=client_id,
+            arrays=self.reply_arrays(model, ctx),
+            num_examples=len(data),
+            side=dict(ctx.side),
+            metrics={"train_loss": loss_sum / max(seen, 1), **ctx.metrics},
+        )
+        return reply, state
+
+    def local_context(
+        self,
+        model: nn.Module,
+        message: RoundMessage,
+        state: ClientState,
+        data: Dataset,
+        *,
+        client_id: int,
+        num_classes: int,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> LocalContext:
+        """The context of one client's local work (training, or fine-tuning for evaluation);
+        ``model`` holds the weights the work starts from."""
         counts = np.bincount(dataset_labels(data), minlength=num_classes)
-        ctx = LocalContext(
+        prior_counts = counts
+        if self.la_prior == "global" and GLOBAL_COUNTS in message.side:
+            prior_counts = message.side[GLOBAL_COUNTS].numpy()
+        prior = torch.as_tensor(prior_counts / max(prior_counts.sum(), 1), dtype=torch.float32)
+        return LocalContext(
             client_id=client_id,
             round=message.round,
             message=message,
             state=state,
+            data=data,
             class_counts=counts,
-            prior=torch.as_tensor(counts / max(counts.sum(), 1), dtype=torch.float32).to(device),
+            prior=prior.to(device),
             global_params={
                 name: message.arrays[name].detach().to(device)
                 for name, _ in model.named_parameters()
                 if name in message.arrays
             },
             device=device,
+            generator=generator,
+            lr=float(message.config.get("lr", self.lr)),
         )
-        self.before_local_training(model, data, ctx)
-        optimizer = self.make_optimizer(model, lr=float(message.config.get("lr", self.lr)))
-        if self.optimizer_state == "persist" and "optimizer" in state:
-            optimizer.load_state_dict(state["optimizer"])
-            for group in optimizer.param_groups:
-                group["lr"] = float(message.config.get("lr", self.lr))
-        loss_sum, seen = self.train_locally(model, optimizer, data, ctx, generator, device)
-        self.after_local_training(model, data, ctx)
-        if self.optimizer_state == "persist":
-            state["optimizer"] = optimizer.state_dict()
-        sent = set(message.arrays)
-        model_state = model.state_dict()
-        state["personal"] = {
-            k: v.detach().cpu().clone() for k, v in model_state.items() if k not in sent
-        }
-        if self.keeps_post_local():
-            state["post_local"] = {k: v.detach().cpu().clone() for k, v in model_state.items()}
-        reply = ClientReply(
-            client_id=client_id,
-            arrays=self.reply_arrays(model, ctx),
-            num_examples=len(data),
-            metrics={"train_loss": loss_sum / max(seen, 1), **ctx.extras.get("metrics", {})},
-        )
-        return reply, state
 
     def load_client_model(
         self,
@@ -290,16 +451,25 @@ class Algorithm(Validated):
         initial_weights: Mapping[str, torch.Tensor],
     ) -> None:
         """Received arrays, then the client's personal tensors, then initial values."""
-        personal = state.get("personal", {})
         full = {}
         for key in model.state_dict():
             if key in message.arrays:
                 full[key] = message.arrays[key]
-            elif key in personal:
-                full[key] = personal[key]
+            elif key in state.personal:
+                full[key] = state.personal[key]
             else:
                 full[key] = initial_weights[key]
         model.load_state_dict(full)
+
+    @staticmethod
+    def load_optimizer_state(
+        optimizer: torch.optim.Optimizer, saved: Mapping[str, Any], lr: float
+    ) -> None:
+        """Load a saved optimizer state (a copy: training must never modify the saved
+        moments in place) and set this round's learning rate."""
+        optimizer.load_state_dict(copy.deepcopy(dict(saved)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
 
     def reply_arrays(self, model: nn.Module, ctx: LocalContext) -> dict[str, torch.Tensor]:
         """The trained values of the keys the server sent (detached CPU copies)."""
@@ -307,7 +477,7 @@ class Algorithm(Validated):
         return {k: current[k].detach().cpu().clone() for k in ctx.message.arrays}
 
     def make_optimizer(self, model: nn.Module, *, lr: float) -> torch.optim.Optimizer:
-        """The local optimizer over trainable parameters."""
+        """The local optimizer over the parameters that require gradients."""
         params = [p for p in model.parameters() if p.requires_grad]
         if self.optimizer == "adam":
             return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay)
@@ -319,18 +489,31 @@ class Algorithm(Validated):
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        data: Dataset,
         ctx: LocalContext,
-        generator: torch.Generator,
-        device: torch.device,
         *,
         epochs: int | None = None,
     ) -> tuple[float, int]:
-        """The local loop: epochs (or a fixed number of steps) of ``local_loss`` descent.
+        """One round's local training (default: :meth:`local_loop`).
+
+        Methods with several phases (FedRep, Ditto) override this and run each phase with
+        :meth:`train_phase`. Returns the sum of per-batch losses weighted by batch size, and
+        the number of examples seen.
+        """
+        return self.local_loop(model, optimizer, ctx, epochs=epochs)
+
+    def local_loop(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        ctx: LocalContext,
+        *,
+        epochs: int | None = None,
+    ) -> tuple[float, int]:
+        """The mini-batch loop: epochs (or a fixed number of steps) of ``local_loss`` descent.
 
         ``epochs``, when given, runs exactly that many epochs instead of ``local_epochs`` /
-        ``local_steps`` (for methods with several phases: FedRep, Ditto, FedBABU's fine-tuning).
-        Returns the sum of per-batch losses weighted by batch size, and the examples seen.
+        ``local_steps``. Returns the sum of per-batch losses weighted by batch size, and the
+        number of examples seen.
         """
         loss_sum, seen, steps = 0.0, 0, 0
         max_steps = self.local_steps if epochs is None else None
@@ -338,14 +521,16 @@ class Algorithm(Validated):
             epochs = self.local_epochs if max_steps is None else None
         elif epochs == 0:
             return loss_sum, seen
+        data, device = ctx.data, ctx.device
         epoch = 0
         while True:
-            for batch in iterate_batches(data, self.batch_size, shuffle=True, generator=generator):
+            for batch in iterate_batches(
+                data, self.batch_size, shuffle=True, generator=ctx.generator
+            ):
                 batch = tuple(b.to(device) for b in batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss = self.local_loss(model, batch, ctx)
                 loss.backward()
-                self.before_step(model, ctx)
                 if self.max_grad_norm is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), self.max_grad_norm)
                 optimizer.step()
@@ -361,6 +546,28 @@ class Algorithm(Validated):
             if len(data) == 0:
                 return loss_sum, seen
 
+    def train_phase(
+        self,
+        model: nn.Module,
+        ctx: LocalContext,
+        *,
+        epochs: int,
+        trainable: Callable[[str], bool] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        lr: float | None = None,
+    ) -> tuple[float, int]:
+        """One phase of multi-phase local work: ``epochs`` epochs of :meth:`local_loop` with
+        only the parameters whose names satisfy ``trainable`` updated.
+
+        The others are frozen for the phase (no gradient, so the optimizer leaves them) and
+        unfrozen after it. ``optimizer`` defaults to a fresh :meth:`make_optimizer` over the
+        trainable parameters at ``lr`` (default: this round's learning rate).
+        """
+        with trainable_only(model, trainable):
+            if optimizer is None:
+                optimizer = self.make_optimizer(model, lr=ctx.lr if lr is None else lr)
+            return self.local_loop(model, optimizer, ctx, epochs=epochs)
+
     # ------------------------------------------------------------------ hooks
     def local_loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...], ctx: LocalContext):
         """The loss minimised locally: the ``loss`` option on the model's logits."""
@@ -370,24 +577,25 @@ class Algorithm(Validated):
     def classification_loss(
         self, logits: torch.Tensor, targets: torch.Tensor, ctx: LocalContext
     ) -> torch.Tensor:
-        """The configured classification loss with the client's local prior."""
+        """The configured classification loss with the context's prior."""
         return self._loss_fn(logits, targets, prior=ctx.prior)
 
-    def before_local_training(self, model: nn.Module, data: Dataset, ctx: LocalContext) -> None:
+    def before_local_training(self, model: nn.Module, ctx: LocalContext) -> None:
         """Hook run once per round after the weights are loaded (e.g. refresh centroids)."""
 
-    def after_local_training(self, model: nn.Module, data: Dataset, ctx: LocalContext) -> None:
+    def after_local_training(self, model: nn.Module, ctx: LocalContext) -> None:
         """Hook run once per round after the last local step."""
 
-    def before_step(self, model: nn.Module, ctx: LocalContext) -> None:
-        """Hook run after ``backward`` and before the optimizer step (e.g. edit gradients)."""
+    def _check_state_fields(self, state: ClientState) -> None:
+        unknown = sorted(set(state.method) - set(self.client_state_fields))
+        if unknown:
+            declared = ", ".join(map(repr, self.client_state_fields)) or "none"
+            raise KeyError(
+                f"{type(self).__name__}: client state entries {unknown} are not declared in "
+                f"'client_state_fields' (declared: {declared})."
+            )
 
     # ------------------------------------------------------------------ evaluation
-    def keeps_post_local(self) -> bool:
-        """Whether a client keeps a copy of its model after local training,
-        ``state["post_local"]`` (for ``spec_model="post_local"``; MOON needs it always)."""
-        return self.spec_model == "post_local" and not self.personalized
-
     def eval_weights(
         self, global_weights: Mapping[str, torch.Tensor], state: GlobalState
     ) -> dict[str, torch.Tensor]:
@@ -397,39 +605,60 @@ class Algorithm(Validated):
         """
         return dict(global_weights)
 
-    def personal_weights(
-        self,
-        global_weights: Mapping[str, torch.Tensor],
-        state: ClientState,
+    def spec_weights(
+        self, global_weights: Mapping[str, torch.Tensor], state: ClientState
     ) -> dict[str, torch.Tensor]:
-        """The weights client ``k`` would predict with (specialization).
+        """The weights client ``k`` is evaluated with for specialization (``spec_model``).
 
-        Default: with ``spec_model="post_local"``, the client's model after its last local
-        training; otherwise the global weights overlaid with its personal tensors (the global
-        model itself for FedAvg; global body and own head for FedPer). A client that has never
-        trained gets the global model.
+        "post_local": its model after its last local training; "global": the global model;
+        "personal": :meth:`personal_weights`. A client that has never trained gets the global
+        model overlaid with whatever it holds.
         """
         merged = dict(global_weights)
-        if self.spec_model == "post_local" and not self.personalized and "post_local" in state:
-            merged.update(state["post_local"])
+        if self.spec_model == "global":
             return merged
-        merged.update(state.get("personal", {}))
+        if self.spec_model == "post_local":
+            merged.update(state.post_local or state.personal)
+            return merged
+        return self.personal_weights(global_weights, state)
+
+    def personal_weights(
+        self, global_weights: Mapping[str, torch.Tensor], state: ClientState
+    ) -> dict[str, torch.Tensor]:
+        """A personalized method's own model of client ``k`` (``spec_model="personal"``):
+        by default the global weights overlaid with the client's personal tensors (global body
+        and own head for FedPer)."""
+        merged = dict(global_weights)
+        merged.update(state.personal)
         return merged
 
-    def finetune_for_eval(
-        self,
-        model: nn.Module,
-        data: Dataset,
-        *,
-        num_classes: int,
-        generator: torch.Generator,
-        device: torch.device,
-    ) -> None:
+    def finetune_for_eval(self, model: nn.Module, ctx: LocalContext) -> None:
         """Adapt a client's model on its training data before specialization (default: no-op).
 
-        ``model`` (the simulator's scratch model) holds ``personal_weights``; the result is used
-        for evaluation only, never sent nor stored (FedBABU fine-tunes here).
+        ``model`` holds :meth:`spec_weights`; ``ctx`` is the client's context for the next
+        round. The result is used for evaluation only, never sent nor stored (FedBABU and
+        FedAvg+FT fine-tune here).
         """
+
+
+@contextmanager
+def trainable_only(
+    model: nn.Module, trainable: Callable[[str], bool] | None
+) -> Iterator[nn.Module]:
+    """Freeze the parameters whose names fail ``trainable`` (``None``: train all); unfreeze
+    every parameter on exit."""
+    try:
+        for name, p in model.named_parameters():
+            p.requires_grad_(trainable is None or bool(trainable(name)))
+        yield model
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+
+
+def has_prefix(prefixes: tuple[str, ...], *, inside: bool = True) -> Callable[[str], bool]:
+    """A ``trainable`` predicate: names under ``prefixes`` (``inside``) or all others."""
+    return lambda name: name.startswith(prefixes) == inside
 
 
 def build_model(model_fn: Callable[[], nn.Module], seed: int) -> nn.Module:

@@ -18,12 +18,18 @@ class History:
     ----------
     round_records : list of dict
         One row per round: ``round`` (1-based count of rounds done), ``num_clients``,
-        ``train_loss`` (example-weighted), failures, and evaluation metrics of the global model
-        on the pooled test set (``acc``, ``bacc``) when evaluated.
+        ``train_loss`` (example-weighted), ``failed_clients``, ``seconds`` and, when evaluated,
+        the global model on the pooled test set (``gen_accuracy``, ``gen_balanced_accuracy``),
+        its mean balanced accuracy over the clients' own test splits
+        (``gen_client_mean_balanced_accuracy``, absent when all clients share one test set) and,
+        with client evaluation, the clients' own models' means (``spec_accuracy``,
+        ``spec_balanced_accuracy``). Names are those of :func:`fedlib.evaluation.evaluate`
+        with the ``gen_``/``spec_`` prefixes of the run summaries.
     client_records : list of dict
-        One row per (round, client) evaluated or trained: ``train_loss``, ``num_examples``,
-        the global model's metrics on that client's test split (``acc``, ``bacc``) and, for
-        personalized methods, the client's own model's (``personal_acc``, ``personal_bacc``).
+        One row per (round, client) trained or evaluated: ``train_loss``, ``num_examples``,
+        method metrics, the global model on that client's test split (``gen_accuracy``,
+        ``gen_balanced_accuracy``) and the client's own model (``spec_accuracy``,
+        ``spec_balanced_accuracy``).
     """
 
     round_records: list[dict[str, Any]] = field(default_factory=list)

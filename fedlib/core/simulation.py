@@ -3,6 +3,7 @@ client halves over a :class:`~fedlib.data.FederatedDataset`, round by round, see
 
 from __future__ import annotations
 
+import copy as copy_module
 import logging
 import math
 import time
@@ -13,21 +14,23 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from fedlib._validation import NONE, AnyOf, InstanceOf, Interval, Options, validate_params
+from fedlib.core.aggregation import weighted_average
 from fedlib.core.algorithm import Algorithm, build_model
-from fedlib.core.batches import iterate_batches
 from fedlib.core.checkpoint import load_checkpoint, save_checkpoint
+from fedlib.core.evaluate import BASIC_METRICS, evaluate, predict, shared_test
 from fedlib.core.history import History
 from fedlib.core.protocol import ClientReply, ClientState, GlobalState
-from fedlib.data.base import FederatedDataset, dataset_labels
+from fedlib.data.base import FederatedDataset
 from fedlib.utils import device as default_device
+
+__all__ = ["ClientError", "Simulation", "derive_seed", "predict"]
 
 logger = logging.getLogger("fedlib")
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 EVAL_SEED_TAG = 1
 """Fourth part of the seed of evaluation-time work, ``(seed, round, client, EVAL_SEED_TAG)``."""
 
@@ -45,23 +48,6 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
-@torch.no_grad()
-def predict(
-    model: nn.Module, dataset: Dataset, *, batch_size: int = 1024, device: torch.device
-) -> torch.Tensor:
-    """Logits of ``model`` on every example of ``dataset`` (eval mode), shape (N, C), on CPU."""
-    was_training = model.training
-    model.eval()
-    outputs = [
-        model(batch[0].to(device)).float().cpu()
-        for batch in iterate_batches(dataset, batch_size, shuffle=False)
-    ]
-    model.train(was_training)
-    if not outputs:
-        return torch.empty(0, 0)
-    return torch.cat(outputs)
-
-
 class Simulation:
     """Run a federated algorithm in one process.
 
@@ -73,38 +59,49 @@ class Simulation:
     dataset : FederatedDataset
     num_rounds : int
     fraction : float, default 1.0
-        Share of clients sampled per round, ``m = max(1, round(fraction * K))``, uniformly
-        without replacement from a generator seeded by ``(seed, round)``.
+        Share of clients sampled per round, ``m = max(1, round(fraction * K))``, without
+        replacement from a generator seeded by ``(seed, round)``.
+    client_sampling : {"uniform", "weighted"}, default "uniform"
+        Sample clients uniformly, or with probability proportional to ``n_k``.
     seed : int, default 0
         Every random choice derives from ``(seed, round, client)``, so a resumed run and an
         uninterrupted one are identical.
     device : torch.device, optional
         Default :func:`fedlib.device` (CUDA when present).
     eval_every : int or None, default 1
-        Evaluate the global (and, for personalized methods, each client's) model every
-        ``eval_every`` rounds and after the last; ``None`` evaluates only after the last.
+        Evaluate every ``eval_every`` rounds and after the last; ``None``: only after the last.
     evaluate_clients : bool or None, default None
-        Also evaluate each client's own model (``Algorithm.personal_weights``, then
-        ``Algorithm.finetune_for_eval``) on its own test split every evaluation round
-        (columns ``personal_acc``/``personal_bacc`` and ``spec_bacc``). ``None``: only for
-        personalized methods. ``True`` gives FedAvg-like methods their post-local
-        specialization curve (``spec_model``).
+        Also evaluate each client's own model (``Algorithm.spec_weights``, then
+        ``Algorithm.finetune_for_eval``) on its own test split at every evaluation (columns
+        ``spec_accuracy``/``spec_balanced_accuracy``). ``None``: only for personalized methods.
+    round_order : {"train_first", "aggregate_first"}, default "train_first"
+        "train_first": every client starts from one server initialisation. "aggregate_first"
+        (the FedNPR/FCA code): each client initialises its own model (seeded by
+        ``(seed, client)``) and the first global model is their ``n_k``-weighted average;
+        later rounds are the same in both orders.
     progress : bool, default True
         Show a tqdm bar over rounds.
     on_client_error : {"raise", "skip"}, default "raise"
-        "raise" stops the run with :class:`ClientError`; "skip" drops that client from the
-        round's aggregation with a warning. Non-finite updates count as failures.
+        "raise" stops the run with :class:`ClientError` (the round is aborted: neither the
+        global model nor any client's state changes); "skip" drops that client from the
+        round's aggregation with a warning (its state is left as before the round).
+        Non-finite updates count as failures.
     checkpoint_dir : path, optional
         Save a checkpoint after every round; ``run(resume=True)`` continues from it.
+
+    Clients without training data never train (a warning names them); they are still
+    evaluated on their test split.
     """
 
     _constraints = {
         "num_rounds": Interval(int, 1, None),
         "fraction": Interval(float, 0, 1, closed="right"),
+        "client_sampling": Options(("uniform", "weighted")),
         "seed": Interval(int, 0, None),
         "eval_every": AnyOf(NONE, Interval(int, 1, None)),
         "evaluate_clients": AnyOf(NONE, InstanceOf(bool)),
         "eval_batch_size": Interval(int, 1, None),
+        "round_order": Options(("train_first", "aggregate_first")),
         "progress": InstanceOf(bool),
         "on_client_error": Options(("raise", "skip")),
         "algorithm": InstanceOf(Algorithm, description="a fedlib Algorithm"),
@@ -119,11 +116,13 @@ class Simulation:
         *,
         num_rounds: int,
         fraction: float = 1.0,
+        client_sampling: str = "uniform",
         seed: int = 0,
         device: torch.device | str | None = None,
         eval_every: int | None = 1,
         evaluate_clients: bool | None = None,
         eval_batch_size: int = 1024,
+        round_order: str = "train_first",
         progress: bool = True,
         on_client_error: str = "raise",
         checkpoint_dir: str | None = None,
@@ -135,10 +134,12 @@ class Simulation:
                 dataset=dataset,
                 num_rounds=num_rounds,
                 fraction=fraction,
+                client_sampling=client_sampling,
                 seed=seed,
                 eval_every=eval_every,
                 evaluate_clients=evaluate_clients,
                 eval_batch_size=eval_batch_size,
+                round_order=round_order,
                 progress=progress,
                 on_client_error=on_client_error,
             ),
@@ -151,6 +152,7 @@ class Simulation:
         self.dataset = dataset
         self.num_rounds = num_rounds
         self.fraction = fraction
+        self.client_sampling = client_sampling
         self.seed = seed
         self.device = torch.device(device) if device is not None else default_device()
         self.eval_every = eval_every
@@ -158,31 +160,40 @@ class Simulation:
             algorithm.personalized if evaluate_clients is None else evaluate_clients
         )
         self.eval_batch_size = eval_batch_size
+        self.round_order = round_order
         self.progress = progress
         self.on_client_error = on_client_error
         self.checkpoint_dir = checkpoint_dir
 
-        self.model_ = build_model(lambda: algorithm.prepare_model(model_fn()), seed).to(
-            self.device
-        )
+        self._check_clients()
+        self.model_ = self._build(seed).to(self.device)
         self.initial_weights_ = {
             k: v.detach().cpu().clone() for k, v in self.model_.state_dict().items()
         }
         self.state_: GlobalState = algorithm.init_global(self.model_)
-        self.client_states_: dict[int, ClientState] = {k: {} for k in dataset.client_ids()}
+        if round_order == "aggregate_first":
+            self._average_client_inits()
+        self.client_states_: dict[int, ClientState] = {
+            k: ClientState() for k in dataset.client_ids()
+        }
         self._finetuned_: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
         self.history_ = History(config=self.describe())
 
     # ------------------------------------------------------------------ public
     def describe(self) -> dict[str, Any]:
-        """The run's settings (what a checkpoint must match to be resumed)."""
+        """The run's settings and data fingerprint (what a checkpoint must match)."""
         return {
             "method": self.algorithm.name,
             "method_params": self.algorithm.params(),
             "dataset": self.dataset.name,
+            "dataset_fingerprint": self.dataset.fingerprint(),
             "num_clients": self.dataset.num_clients,
             "fraction": self.fraction,
+            "client_sampling": self.client_sampling,
             "seed": self.seed,
+            "eval_every": self.eval_every,
+            "evaluate_clients": self.evaluate_clients,
+            "round_order": self.round_order,
         }
 
     def sample_clients(self, round_: int) -> list[int]:
@@ -192,7 +203,12 @@ class Simulation:
         if m >= k:
             return list(range(k))
         rng = np.random.default_rng([self.seed, round_])
-        return sorted(int(c) for c in rng.choice(k, size=m, replace=False))
+        if self.client_sampling == "weighted":
+            sizes = np.array([len(self.dataset.train[c]) for c in range(k)], dtype=np.float64)
+            chosen = rng.choice(k, size=m, replace=False, p=sizes / sizes.sum())
+        else:
+            chosen = rng.choice(k, size=m, replace=False)
+        return sorted(int(c) for c in chosen)
 
     def run(self, *, resume: bool = False) -> History:
         """Play the remaining rounds and return the history."""
@@ -211,72 +227,110 @@ class Simulation:
                 record = self._play_round(round_)
                 if self.progress:
                     shown = {"loss": f"{record['train_loss']:.3f}"}
-                    if "bacc" in record:
-                        shown["bacc"] = f"{record['bacc']:.3f}"
+                    if "gen_balanced_accuracy" in record:
+                        shown["bacc"] = f"{record['gen_balanced_accuracy']:.3f}"
                     bar.set_postfix(shown)
                 if self.checkpoint_dir is not None:
                     save_checkpoint(self.checkpoint_dir, self._checkpoint_payload())
         bar.close()
         return self.history_
 
-    def global_model(self) -> nn.Module:
-        """The scratch model loaded with the global model's evaluation weights
-        (``Algorithm.eval_weights``: the global weights, or CReFF's re-trained classifier)."""
+    def global_model(self, *, copy: bool = True) -> nn.Module:
+        """The global model with its evaluation weights (``Algorithm.eval_weights``: the
+        global weights, or CReFF's re-trained classifier).
+
+        A new module the caller may keep; ``copy=False`` returns the simulator's scratch
+        module instead (cheaper, but the next call overwrites it).
+        """
         weights = self.algorithm.eval_weights(self._full_global_weights(), self.state_)
         self.model_.load_state_dict(weights)
-        return self.model_
+        return copy_module.deepcopy(self.model_) if copy else self.model_
 
-    def client_model(self, client_id: int) -> nn.Module:
-        """The scratch model loaded with client ``client_id``'s own weights.
+    def client_model(self, client_id: int, *, copy: bool = True) -> nn.Module:
+        """Client ``client_id``'s model for specialization.
 
-        ``Algorithm.personal_weights``, then ``Algorithm.finetune_for_eval`` on the client's
-        training data (FedBABU), seeded by ``(seed, rounds done, client)``; the fine-tuned
-        weights are used for evaluation only.
+        ``Algorithm.spec_weights``, then ``Algorithm.finetune_for_eval`` on the client's
+        training data (FedBABU), seeded by ``(seed, rounds done, client)``; fine-tuned weights
+        are used for evaluation only (and reused within a round). A new module unless
+        ``copy=False`` (see :meth:`global_model`).
         """
-        cached = self._finetuned_.get(client_id)
-        if cached is not None and cached[0] == self.state_.round:
-            self.model_.load_state_dict(cached[1])
-            return self.model_
-        weights = self.algorithm.personal_weights(
-            self._full_global_weights(), self.client_states_[client_id]
-        )
-        self.model_.load_state_dict(weights)
-        if type(self.algorithm).finetune_for_eval is Algorithm.finetune_for_eval:
-            return self.model_
-        seed = derive_seed(self.seed, self.state_.round, client_id, EVAL_SEED_TAG)
+        self._load_client_model(client_id)
+        return copy_module.deepcopy(self.model_) if copy else self.model_
+
+    def local_updates(
+        self, client_ids: list[int] | None = None, *, algorithm: Algorithm | None = None
+    ) -> list[ClientReply]:
+        """The replies the next round's local training would produce, without applying them.
+
+        Nothing changes: neither the global state nor any client's state. The clients train
+        exactly as in the next round (same seeds), so ``algorithm.aggregate`` of these replies
+        is that round's new global state. ``algorithm`` swaps in another method (e.g. more
+        local epochs) to compare local work from the same starting point.
+        """
+        ids = self.sample_clients(self.state_.round) if client_ids is None else client_ids
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.algorithm.finetune_for_eval(
-                self.model_,
-                self.dataset.train[client_id],
-                num_classes=self.dataset.num_classes,
-                generator=torch.Generator().manual_seed(seed),
-                device=self.device,
+            return [
+                self._local_work(self.state_.round, k, algorithm or self.algorithm)[0]
+                for k in ids
+            ]
+
+    # ------------------------------------------------------------------ set-up
+    def _build(self, seed: int) -> nn.Module:
+        return build_model(lambda: self.algorithm.prepare_model(self.model_fn()), seed)
+
+    def _check_clients(self) -> None:
+        empty = [k for k in self.dataset.client_ids() if len(self.dataset.train[k]) == 0]
+        names = [self.dataset.client_names[k] for k in empty]
+        if len(empty) == self.dataset.num_clients:
+            raise ValueError(
+                f"Simulation: every client of {self.dataset.name!r} has an empty training "
+                f"split ({', '.join(names)}); there is nothing to train on."
             )
-        # fine-tuning is deterministic per (round, client): keep the result for the other
-        # evaluations of this round (the per-round history, then fedlib.evaluation)
-        state = {k: v.detach().clone() for k, v in self.model_.state_dict().items()}
-        self._finetuned_[client_id] = (self.state_.round, state)
-        return self.model_
+        if empty:
+            warnings.warn(
+                f"Simulation: clients {empty} ({', '.join(names)}) have no training data; they "
+                "never train and are only evaluated.",
+                stacklevel=3,
+            )
+        if all(len(self.dataset.test[k]) == 0 for k in self.dataset.client_ids()):
+            raise ValueError(
+                f"Simulation: every client of {self.dataset.name!r} has an empty test split; "
+                "nothing could be evaluated."
+            )
+        self._trainable = set(self.dataset.client_ids()) - set(empty)
+
+    def _average_client_inits(self) -> None:
+        keys = self.state_.extra["shared_keys"]
+        inits, sizes = [], []
+        for k in self.dataset.client_ids():
+            model = self._build(derive_seed(self.seed, k))
+            state = model.state_dict()
+            inits.append({key: state[key].detach().cpu() for key in keys})
+            sizes.append(max(len(self.dataset.train[k]), 1))
+        if keys:
+            self.state_.weights.update(weighted_average(inits, sizes))
 
     # ------------------------------------------------------------------ one round
     def _play_round(self, round_: int) -> dict[str, Any]:
         tic = time.perf_counter()
-        selected = self.sample_clients(round_)
+        selected = [k for k in self.sample_clients(round_) if k in self._trainable]
         replies: list[ClientReply] = []
+        pending: dict[int, ClientState] = {}
         failed: list[int] = []
         for client_id in selected:
-            reply = self._train_client(round_, client_id)
-            if reply is None:
+            outcome = self._train_client(round_, client_id)
+            if outcome is None:
                 failed.append(client_id)
             else:
-                replies.append(reply)
+                replies.append(outcome[0])
+                pending[client_id] = outcome[1]
         if not replies:
             raise RuntimeError(
                 f"Simulation: every sampled client failed in round {round_ + 1} "
                 f"(clients {failed}); the global model was left unchanged."
             )
         self.state_ = self.algorithm.aggregate(self.state_, replies)
+        self.client_states_.update(pending)  # the round commits
         record: dict[str, Any] = {
             "round": round_ + 1,
             "num_clients": len(replies),
@@ -301,23 +355,6 @@ class Simulation:
         self.history_.round_records.append(record)
         self.history_.client_records.extend(client_rows[c] for c in sorted(client_rows))
         return record
-
-    def local_updates(
-        self, client_ids: list[int] | None = None, *, algorithm: Algorithm | None = None
-    ) -> list[ClientReply]:
-        """The replies the next round's local training would produce, without applying them.
-
-        Nothing changes: neither the global state nor any client's state. The clients train
-        exactly as in the next round (same seeds), so ``algorithm.aggregate`` of these replies
-        is that round's new global state. ``algorithm`` swaps in another method (e.g. more
-        local epochs) to compare local work from the same starting point.
-        """
-        ids = self.sample_clients(self.state_.round) if client_ids is None else client_ids
-        with torch.random.fork_rng(devices=[]):
-            return [
-                self._local_work(self.state_.round, k, algorithm or self.algorithm)[0]
-                for k in ids
-            ]
 
     def _local_work(
         self, round_: int, client_id: int, algorithm: Algorithm
@@ -349,9 +386,11 @@ class Simulation:
             raise FloatingPointError("its training loss is not finite")
         return reply, new_state
 
-    def _train_client(self, round_: int, client_id: int) -> ClientReply | None:
+    def _train_client(
+        self, round_: int, client_id: int
+    ) -> tuple[ClientReply, ClientState] | None:
         try:
-            reply, new_state = self._local_work(round_, client_id, self.algorithm)
+            return self._local_work(round_, client_id, self.algorithm)
         except Exception as exc:  # noqa: BLE001 - any client failure is handled by policy
             error = ClientError(client_id, round_, exc)
             if self.on_client_error == "raise":
@@ -359,47 +398,75 @@ class Simulation:
             warnings.warn(f"{error}; skipped in this round's aggregation.", stacklevel=2)
             logger.warning("%s; skipped in this round's aggregation.", error)
             return None
-        self.client_states_[client_id] = new_state
-        return reply
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate(self, record: dict[str, Any], client_rows: dict[int, dict[str, Any]]) -> None:
-        from fedlib.metrics import accuracy, balanced_accuracy
+    def _load_client_model(self, client_id: int) -> None:
+        """Load client ``client_id``'s specialization weights into the scratch model."""
+        cached = self._finetuned_.get(client_id)
+        if cached is not None and cached[0] == self.state_.round:
+            self.model_.load_state_dict(cached[1])
+            return
+        state = self.client_states_[client_id]
+        weights = self.algorithm.spec_weights(self._full_global_weights(), state)
+        self.model_.load_state_dict(weights)
+        if type(self.algorithm).finetune_for_eval is Algorithm.finetune_for_eval:
+            return
+        data = self.dataset.train[client_id]
+        if len(data) == 0:
+            return
+        seed = derive_seed(self.seed, self.state_.round, client_id, EVAL_SEED_TAG)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model_.to(self.device).train()
+            ctx = self.algorithm.local_context(
+                self.model_,
+                self.algorithm.message_for(self.state_, client_id),
+                state.copy(),
+                data,
+                client_id=client_id,
+                num_classes=self.dataset.num_classes,
+                generator=torch.Generator().manual_seed(seed),
+                device=self.device,
+            )
+            self.algorithm.finetune_for_eval(self.model_, ctx)
+        # fine-tuning is deterministic per (round, client): keep the result for the other
+        # evaluations of this round (the per-round history, then fedlib.evaluation)
+        tuned = {k: v.detach().clone() for k, v in self.model_.state_dict().items()}
+        self._finetuned_[client_id] = (self.state_.round, tuned)
 
-        model = self.global_model()
-        ys, preds = [], []
-        per_client_bacc, personal_bacc = [], []
-        for k in self.dataset.client_ids():
-            test = self.dataset.test[k]
-            y = dataset_labels(test)
-            if len(y) == 0:
-                continue
-            logits = predict(model, test, batch_size=self.eval_batch_size, device=self.device)
-            pred = logits.argmax(1).numpy()
-            ys.append(y)
-            preds.append(pred)
-            row = client_rows.setdefault(k, {"round": record["round"], "client": k})
-            row["acc"] = accuracy(y, pred)
-            row["bacc"] = balanced_accuracy(y, pred)
-            per_client_bacc.append(row["bacc"])
-        if self.evaluate_clients:
-            for k in self.dataset.client_ids():
-                test = self.dataset.test[k]
-                y = dataset_labels(test)
-                if len(y) == 0:
+    def _evaluate(self, record: dict[str, Any], client_rows: dict[int, dict[str, Any]]) -> None:
+        """Basic metrics of the global model (pooled test set, and each client's split) and,
+        with ``evaluate_clients``, of each client's own model on its split."""
+        data = self.dataset
+        options = dict(
+            num_classes=data.num_classes, device=self.device, batch_size=self.eval_batch_size,
+            metrics="basic",
+        )
+        model = self.global_model(copy=False)
+        for name, value in evaluate(model, data.pooled_test(), **options).items():
+            record[f"gen_{name}"] = value
+        shared = shared_test(data)
+        per_client_bacc, spec = [], {m: [] for m in BASIC_METRICS}
+        if not shared:
+            for k in data.client_ids():
+                scores = evaluate(model, data.test[k], **options)
+                if not scores:
                     continue
-                own = self.client_model(k)
-                pred = predict(own, test, batch_size=self.eval_batch_size, device=self.device)
-                pred = pred.argmax(1).numpy()
-                row = client_rows[k]
-                row["personal_acc"] = accuracy(y, pred)
-                row["personal_bacc"] = balanced_accuracy(y, pred)
-                personal_bacc.append(row["personal_bacc"])
-            record["spec_bacc"] = float(np.mean(personal_bacc))
-        y_all, pred_all = np.concatenate(ys), np.concatenate(preds)
-        record["acc"] = accuracy(y_all, pred_all)
-        record["bacc"] = balanced_accuracy(y_all, pred_all)
-        record["client_mean_bacc"] = float(np.mean(per_client_bacc))
+                row = client_rows.setdefault(k, {"round": record["round"], "client": k})
+                row.update({f"gen_{m}": v for m, v in scores.items()})
+                per_client_bacc.append(scores["balanced_accuracy"])
+            record["gen_client_mean_balanced_accuracy"] = float(np.mean(per_client_bacc))
+        if self.evaluate_clients:
+            for k in data.client_ids():
+                if len(data.test[k]) == 0:
+                    continue
+                scores = evaluate(self.client_model(k, copy=False), data.test[k], **options)
+                row = client_rows.setdefault(k, {"round": record["round"], "client": k})
+                for m, v in scores.items():
+                    row[f"spec_{m}"] = v
+                    spec[m].append(v)
+            for m, values in spec.items():
+                record[f"spec_{m}"] = float(np.mean(values))
 
     # ------------------------------------------------------------------ checkpoints
     def _full_global_weights(self) -> dict[str, torch.Tensor]:
@@ -414,7 +481,7 @@ class Simulation:
             "round": self.state_.round,
             "weights": self.state_.weights,
             "extra": self.state_.extra,
-            "client_states": {str(k): v for k, v in self.client_states_.items()},
+            "client_states": {str(k): v.to_payload() for k, v in self.client_states_.items()},
             "round_records": self.history_.round_records,
             "client_records": self.history_.client_records,
         }
@@ -426,23 +493,42 @@ class Simulation:
         if payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(
                 f"Simulation.run: checkpoint format {payload.get('format')!r} is not "
-                f"{CHECKPOINT_FORMAT}."
+                f"{CHECKPOINT_FORMAT} (it was written by another version of fedlib)."
             )
         expected = _jsonable(self.describe())
-        if _jsonable(payload["config"]) != expected:
+        found = _jsonable(payload["config"])
+        if found != expected:
+            details = "; ".join(
+                f"{k}: checkpoint {x!r}, this run {y!r}"
+                for k, x, y in _differences(found, expected)
+            )
             raise ValueError(
-                "Simulation.run: the checkpoint was written by a run with other settings "
-                f"({payload['config']}) than this one ({expected})."
+                "Simulation.run: the checkpoint was written by a run with other settings or "
+                f"data; differences: {details}."
             )
         if payload["round"] > self.num_rounds:
             raise ValueError(
                 f"Simulation.run: the checkpoint is at round {payload['round']}, beyond "
                 f"'num_rounds'={self.num_rounds}."
             )
+        own = self.model_.state_dict()
+        wrong = [
+            f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+            for k, v in payload["weights"].items()
+            if k in own and tuple(v.shape) != tuple(own[k].shape)
+        ]
+        if wrong or set(payload["weights"]) - set(own):
+            unknown = sorted(set(payload["weights"]) - set(own))
+            raise ValueError(
+                "Simulation.run: the checkpoint's model does not match this run's model "
+                f"(shapes checkpoint vs model: {wrong[:3]}; unknown keys: {unknown[:3]})."
+            )
         self.state_ = GlobalState(
             weights=payload["weights"], round=payload["round"], extra=payload["extra"]
         )
-        self.client_states_ = {int(k): v for k, v in payload["client_states"].items()}
+        self.client_states_ = {
+            int(k): ClientState.from_payload(v) for k, v in payload["client_states"].items()
+        }
         self._finetuned_ = {}
         self.history_ = History(
             round_records=list(payload["round_records"]),
@@ -454,6 +540,18 @@ class Simulation:
 def _weighted_mean(values: list[float], weights: list[int]) -> float:
     total = sum(weights)
     return float(sum(v * w for v, w in zip(values, weights, strict=True)) / max(total, 1))
+
+
+def _differences(a: Mapping, b: Mapping, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(key, a[key], b[key])`` for every differing key, nested dicts flattened as ``x.y``."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            out.extend(_differences(x, y, f"{prefix}{key}."))
+        elif x != y:
+            out.append((f"{prefix}{key}", x, y))
+    return out
 
 
 def _jsonable(value: Any) -> Any:

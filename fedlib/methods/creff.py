@@ -11,93 +11,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 from fedlib._validation import Interval
 from fedlib.core.algorithm import LocalContext
 from fedlib.core.batches import iterate_batches
 from fedlib.core.protocol import ClientReply, GlobalState, RoundMessage
+from fedlib.losses import _row_distance, linear_ce_gradients
+from fedlib.losses import gradient_match_distance as gradient_match_distance  # re-export
 from fedlib.methods.fedavg import FedAvg
 
 CLASSIFIER_PREFIX = "creff.classifier."
-"""Message arrays: the re-trained classifier the clients compute gradients with."""
+"""Message side data: the re-trained classifier the clients compute gradients with."""
 GRADIENT_PREFIX = "creff.grad."
-"""Reply arrays ``creff.grad.<c>.weight`` / ``.bias``: one class's mean classifier gradient."""
-
-
-def _row_distance(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
-    """``sum over rows (last dimension) of 1 - cos(a_row, b_row)``."""
-    cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(eps)
-    return (1 - cos).sum()
-
-
-def gradient_match_distance(
-    a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], eps: float = 1e-6
-) -> torch.Tensor:
-    r"""CReFF's gradient distance, summed over layers and rows.
-
-    .. math:: D(a, b) = \sum_\ell \sum_i \Big(1 - \frac{a_{\ell,i} \cdot b_{\ell,i}}
-              {\max(\lVert a_{\ell,i} \rVert \lVert b_{\ell,i} \rVert, \epsilon)}\Big)
-
-    A 2-D tensor (a weight, shape (C, d)) has one row per class; a 1-D tensor (a bias) is a
-    single row. ``D(g, g) = 0`` and ``D(g, -g) = 2`` per row, up to rounding. The reference
-    code adds ``eps`` to the denominator instead, which leaves ``D(g, g) > 0`` for small
-    rows; here ``eps`` only guards rows of zeros.
-
-    Parameters
-    ----------
-    a, b : sequences of tensors with matching shapes (1-D or 2-D)
-    eps : float, default 1e-6
-    """
-    if len(a) != len(b):
-        raise ValueError(
-            f"gradient_match_distance: 'a' and 'b' must hold as many tensors, got {len(a)} "
-            f"and {len(b)}."
-        )
-    total = torch.zeros((), dtype=a[0].dtype, device=a[0].device)
-    for x, y in zip(a, b, strict=True):
-        if x.shape != y.shape or x.ndim not in (1, 2):
-            raise ValueError(
-                "gradient_match_distance: tensors must be 1-D or 2-D with matching shapes, "
-                f"got {tuple(x.shape)} and {tuple(y.shape)}."
-            )
-        total = total + _row_distance(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), eps)
-    return total
-
-
-def linear_ce_gradients(
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Gradients of a linear classifier's mean cross-entropy, in closed form.
-
-    For :math:`z_i = W f_i + b` and :math:`L = \frac1n \sum_i \mathrm{CE}(z_i, y_i)`:
-
-    .. math:: \nabla_W L = \frac1n \sum_i (\mathrm{softmax}(z_i) - e_{y_i})\, f_i^\top,
-              \qquad \nabla_b L = \frac1n \sum_i (\mathrm{softmax}(z_i) - e_{y_i}).
-
-    Differentiable with respect to ``features`` (what gradient matching optimises) and
-    batched over leading dimensions.
-
-    Parameters
-    ----------
-    features : Tensor, shape (..., n, d)
-    labels : Tensor, shape (..., n), integer classes
-    weight : Tensor, shape (C, d)
-    bias : Tensor, shape (C,), optional
-
-    Returns
-    -------
-    (grad_weight, grad_bias) : Tensors of shapes (..., C, d) and (..., C)
-    """
-    logits = features @ weight.T
-    if bias is not None:
-        logits = logits + bias
-    error = torch.softmax(logits, dim=-1) - F.one_hot(labels, weight.shape[0]).to(logits.dtype)
-    n = features.shape[-2]
-    return error.transpose(-1, -2) @ features / n, error.mean(-2)
+"""Reply side data ``creff.grad.<c>.weight`` / ``.bias``: one class's mean classifier gradient."""
 
 
 @dataclass(kw_only=True)
@@ -175,36 +101,44 @@ class CReFF(FedAvg):
             )
         return keys
 
-    def current_classifier(self, state: GlobalState) -> dict[str, torch.Tensor]:
-        """The re-trained classifier (``weight``, ``bias``), or the global head before round 1."""
-        if "creff_classifier" in state.extra:
-            return dict(state.extra["creff_classifier"])
-        return {
+    def init_global(self, model: nn.Module) -> GlobalState:
+        """FedAvg's initial state; the first classifier clients compute gradients with is the
+        initial global head."""
+        state = super().init_global(model)
+        state.extra["creff_classifier"] = {
             k[len(self.head_prefix):]: state.weights[k].detach().clone()
             for k in self._head_keys(state.weights)
         }
+        return state
+
+    def current_classifier(self, state: GlobalState) -> dict[str, torch.Tensor]:
+        """The classifier sent this round (``weight``, ``bias``): the last re-trained one."""
+        return dict(state.extra["creff_classifier"])
 
     # ------------------------------------------------------------------ server
     def message_for(self, state: GlobalState, client_id: int) -> RoundMessage:
         message = super().message_for(state, client_id)
-        arrays = dict(message.arrays)
+        side = dict(message.side)
         for name, value in self.current_classifier(state).items():
-            arrays[CLASSIFIER_PREFIX + name] = value
-        return dataclasses.replace(message, arrays=arrays)
+            side[CLASSIFIER_PREFIX + name] = value
+        return dataclasses.replace(message, side=side)
 
-    def aggregate(self, state: GlobalState, replies: Sequence[ClientReply]) -> GlobalState:
+    def process_side(self, state: GlobalState, replies: Sequence[ClientReply]) -> None:
+        """Steps 3-5: mean per-class gradients, feature matching, classifier re-training.
+
+        ``state`` is the new global state; its ``extra`` still holds the classifier that was
+        sent this round (the one the gradients were computed with).
+        """
+        super().process_side(state, replies)
         per_class: dict[int, list[dict[str, torch.Tensor]]] = {}
-        stripped = []
         for reply in replies:
-            arrays = dict(reply.arrays)
             mine: dict[int, dict[str, torch.Tensor]] = {}
-            for key in [k for k in arrays if k.startswith(GRADIENT_PREFIX)]:
-                c, name = key[len(GRADIENT_PREFIX) :].split(".")
-                mine.setdefault(int(c), {})[name] = arrays.pop(key)
+            for key, value in reply.side.items():
+                if key.startswith(GRADIENT_PREFIX):
+                    c, name = key[len(GRADIENT_PREFIX):].split(".")
+                    mine.setdefault(int(c), {})[name] = value
             for c, grads in mine.items():
                 per_class.setdefault(c, []).append(grads)
-            stripped.append(dataclasses.replace(reply, arrays=arrays))
-        new = super().aggregate(state, stripped)
         classifier = self.current_classifier(state)
         names = sorted(classifier, key=lambda n: n != "weight")  # weight first
         mean_grads = {
@@ -216,9 +150,8 @@ class CReFF(FedAvg):
         if features is None:
             features = torch.randn(num_classes * self.features_per_class, dim)
         features = self.match_features(features, classifier, names, mean_grads)
-        new.extra["creff_features"] = features
-        new.extra["creff_classifier"] = self.retrain_classifier(features, num_classes)
-        return new
+        state.extra["creff_features"] = features
+        state.extra["creff_classifier"] = self.retrain_classifier(features, num_classes)
 
     def feature_labels(self, num_classes: int) -> torch.Tensor:
         """Labels of the synthetic features: ``features_per_class`` of class 0, then 1, ..."""
@@ -276,10 +209,11 @@ class CReFF(FedAvg):
         return {"weight": weight, "bias": bias}
 
     # ------------------------------------------------------------------ client
-    def before_local_training(self, model: nn.Module, data: Dataset, ctx: LocalContext) -> None:
-        """Per-class mean classifier gradients on real features of the received body."""
-        weight = ctx.message.arrays[CLASSIFIER_PREFIX + "weight"].to(ctx.device)
-        bias = ctx.message.arrays.get(CLASSIFIER_PREFIX + "bias")
+    def before_local_training(self, model: nn.Module, ctx: LocalContext) -> None:
+        """Per-class mean classifier gradients on real features of the received body, sent in
+        the reply's side channel."""
+        weight = ctx.message.side[CLASSIFIER_PREFIX + "weight"].to(ctx.device)
+        bias = ctx.message.side.get(CLASSIFIER_PREFIX + "bias")
         params = [weight.clone().requires_grad_(True)]
         if bias is not None:
             params.append(bias.to(ctx.device).clone().requires_grad_(True))
@@ -287,10 +221,9 @@ class CReFF(FedAvg):
         with torch.no_grad():
             batches = [
                 (model.features(x.to(ctx.device)), y.to(ctx.device))
-                for x, y, *_ in iterate_batches(data, 1024, shuffle=False)
+                for x, y, *_ in iterate_batches(ctx.data, 1024, shuffle=False)
             ]
         model.train()
-        gradients: dict[str, torch.Tensor] = {}
         if batches:
             h = torch.cat([b[0] for b in batches])
             y = torch.cat([b[1] for b in batches])
@@ -300,16 +233,7 @@ class CReFF(FedAvg):
                 ce = F.cross_entropy(logits, torch.full((len(h_c),), int(c), device=ctx.device))
                 for name, grad in zip(("weight", "bias"), torch.autograd.grad(ce, params),
                                       strict=False):
-                    gradients[f"{GRADIENT_PREFIX}{int(c)}.{name}"] = grad.detach().cpu()
-        ctx.extras["creff_gradients"] = gradients
-
-    def reply_arrays(self, model: nn.Module, ctx: LocalContext) -> dict[str, torch.Tensor]:
-        current = model.state_dict()
-        arrays = {
-            k: current[k].detach().cpu().clone() for k in ctx.message.arrays if k in current
-        }
-        arrays.update(ctx.extras["creff_gradients"])
-        return arrays
+                    ctx.side[f"{GRADIENT_PREFIX}{int(c)}.{name}"] = grad.detach().cpu()
 
     # ------------------------------------------------------------------ evaluation
     def eval_weights(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from fedlib._validation import Interval
 from fedlib.core.algorithm import LocalContext
@@ -32,7 +32,7 @@ class Ditto(FedAvg):
 
     where :math:`w^t` is the model received this round (the proximal gradient is
     :math:`\lambda (v - w^t)`, over trainable parameters). :math:`v_k` lives in the client's
-    state (``state["personal_model"]``, every tensor) and starts as the first model it
+    state (``ClientState.method["personal_model"]``, every tensor) and starts as the first model it
     receives. The personal pass draws the same mini-batches (and dropout masks, on CPU) a
     client training alone would, so :math:`\lambda = 0` is local-only training bit for bit.
     Evaluation: :math:`w` for generalization, :math:`v_k` for specialization. Doubles the
@@ -52,6 +52,11 @@ class Ditto(FedAvg):
 
     name: ClassVar[str] = "ditto"
     personalized: ClassVar[bool] = True
+    client_state_fields: ClassVar[dict[str, str]] = {
+        "personal_model": "v_k, the personal model (every state-dict tensor, CPU)",
+        "personal_optimizer": "the personal model's optimizer state (optimizer_state='persist')",
+    }
+    spec_model: str = "personal"
     lam: float = 1.0
     personal_epochs: int = 1
 
@@ -70,41 +75,34 @@ class Ditto(FedAvg):
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        data: Dataset,
         ctx: LocalContext,
-        generator: torch.Generator,
-        device: torch.device,
         *,
         epochs: int | None = None,
     ) -> tuple[float, int]:
         """FedAvg's pass on ``w``, then the personal pass on ``v_k`` (the model ends on ``w``)."""
         personal_generator = torch.Generator().manual_seed(0)
-        personal_generator.set_state(generator.get_state())
+        personal_generator.set_state(ctx.generator.get_state())
         cpu_rng = torch.get_rng_state()
-        received = ctx.state.get("personal_model") or _cpu_copy(model)
-        result = super().train_locally(model, optimizer, data, ctx, generator, device,
-                                       epochs=epochs)
+        received = ctx.state.method.get("personal_model") or _cpu_copy(model)
+        result = super().train_locally(model, optimizer, ctx, epochs=epochs)
         trained_w = _cpu_copy(model)
         model.load_state_dict(received)
-        personal_optimizer = self.make_optimizer(model, lr=optimizer.param_groups[0]["lr"])
-        if self.optimizer_state == "persist" and "personal_optimizer" in ctx.state:
-            personal_optimizer.load_state_dict(ctx.state["personal_optimizer"])
-            for group in personal_optimizer.param_groups:
-                group["lr"] = optimizer.param_groups[0]["lr"]
-        ctx.extras["ditto_phase"] = "personal"
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.set_rng_state(cpu_rng)
-                loss_sum, seen = super().train_locally(
-                    model, personal_optimizer, data, ctx, personal_generator, device,
-                    epochs=self.personal_epochs,
-                )
-        finally:
-            ctx.extras["ditto_phase"] = "global"
-        ctx.extras.setdefault("metrics", {})["personal_loss"] = loss_sum / max(seen, 1)
-        ctx.state["personal_model"] = _cpu_copy(model)
+        personal_optimizer = self.make_optimizer(model, lr=ctx.lr)
+        saved = ctx.state.method.get("personal_optimizer")
+        if self.optimizer_state == "persist" and saved is not None:
+            self.load_optimizer_state(personal_optimizer, saved, ctx.lr)
+        personal_ctx = dataclasses.replace(
+            ctx, generator=personal_generator, extras={**ctx.extras, "ditto_phase": "personal"}
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(cpu_rng)
+            loss_sum, seen = self.train_phase(
+                model, personal_ctx, epochs=self.personal_epochs, optimizer=personal_optimizer
+            )
+        ctx.metrics["personal_loss"] = loss_sum / max(seen, 1)
+        ctx.state.method["personal_model"] = _cpu_copy(model)
         if self.optimizer_state == "persist":
-            ctx.state["personal_optimizer"] = personal_optimizer.state_dict()
+            ctx.state.method["personal_optimizer"] = personal_optimizer.state_dict()
         model.load_state_dict(trained_w)
         return result
 
@@ -113,5 +111,5 @@ class Ditto(FedAvg):
     ) -> dict[str, torch.Tensor]:
         """The personal model ``v_k`` (the global model for a client that never trained)."""
         merged = dict(global_weights)
-        merged.update(state.get("personal_model", {}))
+        merged.update(state.method.get("personal_model", {}))
         return merged

@@ -5,17 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
-import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from fedlib._validation import NONE, AnyOf, Interval, Options
-from fedlib.core.algorithm import LocalContext
-from fedlib.core.protocol import RoundMessage
-from fedlib.data.base import dataset_labels
+from fedlib.core.algorithm import LocalContext, has_prefix
 from fedlib.methods.fedavg import FedAvg
-from fedlib.methods.fedrep import set_trainable, unfreeze
 
 
 @dataclass(kw_only=True)
@@ -55,6 +49,7 @@ class FedBABU(FedAvg):
 
     name: ClassVar[str] = "fedbabu"
     personalized: ClassVar[bool] = True
+    spec_model: str = "personal"
     head_prefixes: tuple[str, ...] = ("head.",)
     ft_epochs: int = 5
     babu_ft_part: str = "full"
@@ -78,45 +73,24 @@ class FedBABU(FedAvg):
     def shared_keys(self, model: nn.Module) -> list[str]:
         return [k for k in super().shared_keys(model) if not k.startswith(self.head_prefixes)]
 
-    def before_local_training(self, model: nn.Module, data: Dataset, ctx: LocalContext) -> None:
-        set_trainable(model, self.head_prefixes, inside=False)
+    def before_local_training(self, model: nn.Module, ctx: LocalContext) -> None:
+        """Freeze the head for the round (the optimizer is built after this: it leaves the
+        head out)."""
+        for name, p in model.named_parameters():
+            if name.startswith(self.head_prefixes):
+                p.requires_grad_(False)
 
-    def after_local_training(self, model: nn.Module, data: Dataset, ctx: LocalContext) -> None:
-        unfreeze(model)
+    def after_local_training(self, model: nn.Module, ctx: LocalContext) -> None:
+        for p in model.parameters():
+            p.requires_grad_(True)
 
-    def finetune_for_eval(
-        self,
-        model: nn.Module,
-        data: Dataset,
-        *,
-        num_classes: int,
-        generator: torch.Generator,
-        device: torch.device,
-    ) -> None:
-        """``ft_epochs`` epochs of the local loss on the client's training data."""
-        if self.ft_epochs == 0 or len(data) == 0:
+    def finetune_for_eval(self, model: nn.Module, ctx: LocalContext) -> None:
+        """``ft_epochs`` epochs of the local loss on the client's training data: body and head
+        (``babu_ft_part="full"``) or the head alone."""
+        if self.ft_epochs == 0 or len(ctx.data) == 0:
             return
-        counts = np.bincount(dataset_labels(data), minlength=num_classes)
-        ctx = LocalContext(
-            client_id=-1,
-            round=-1,
-            message=RoundMessage(round=-1, arrays={}),
-            state={},
-            class_counts=counts,
-            prior=torch.as_tensor(counts / counts.sum(), dtype=torch.float32).to(device),
-            global_params={},
-            device=device,
-        )
-        model.to(device).train()
-        try:
-            if self.babu_ft_part == "head":
-                set_trainable(model, self.head_prefixes, inside=True)
-            else:
-                unfreeze(model)
-            lr = self.lr if self.ft_lr is None else self.ft_lr
-            optimizer = self.make_optimizer(model, lr=lr)
-            self.train_locally(
-                model, optimizer, data, ctx, generator, device, epochs=self.ft_epochs
-            )
-        finally:
-            unfreeze(model)
+        lr = self.lr if self.ft_lr is None else self.ft_lr
+        trainable = None
+        if self.babu_ft_part == "head":
+            trainable = has_prefix(self.head_prefixes, inside=True)
+        self.train_phase(model, ctx, epochs=self.ft_epochs, trainable=trainable, lr=lr)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -12,13 +10,9 @@ import torch
 from torch import nn
 
 from fedlib._validation import Interval, Options
-from fedlib.core.algorithm import LocalContext
-from fedlib.core.protocol import ClientReply, GlobalState, RoundMessage
+from fedlib.core.algorithm import GLOBAL_COUNTS, LocalContext
 from fedlib.losses import fedlc_loss
 from fedlib.methods.fedavg import FedAvg
-
-COUNTS_KEY = "fedlc.class_counts"
-"""Reply array holding a client's label counts (only with ``fedlc_counts="global"``)."""
 
 
 @dataclass(kw_only=True)
@@ -41,9 +35,10 @@ class FedLC(FedAvg):
     floor 1e-8 an absent class is pushed down by :math:`100\tau`, very hard.
 
     **Global counts** (a deviation that leaks each client's label counts to the server): each
-    client sends its counts as the extra reply array ``"fedlc.class_counts"``; the server sums
-    the latest counts of every client it has heard from and sends the sum in the round config
-    (``"global_counts"``). Until a client receives a sum (its first round) it uses its own.
+    client sends its counts in the reply's side channel (``"class_counts"``); the server sums
+    the latest counts of every client it has heard from and sends the sum in the message's
+    side channel (``"global_class_counts"``), the core's mechanism for ``la_prior="global"``.
+    Until a client receives a sum (its first round) it uses its own.
 
     Parameters
     ----------
@@ -87,38 +82,18 @@ class FedLC(FedAvg):
                 stacklevel=3,
             )
 
-    # ------------------------------------------------------------------ server
-    def message_for(self, state: GlobalState, client_id: int) -> RoundMessage:
-        message = super().message_for(state, client_id)
-        known = state.extra.get("fedlc_client_counts")
-        if self.fedlc_counts != "global" or not known:
-            return message
-        total = torch.stack(list(known.values())).sum(0)
-        config = {**message.config, "global_counts": [float(c) for c in total]}
-        return dataclasses.replace(message, config=config)
-
-    def aggregate(self, state: GlobalState, replies: Sequence[ClientReply]) -> GlobalState:
-        if self.fedlc_counts != "global":
-            return super().aggregate(state, replies)
-        known = dict(state.extra.get("fedlc_client_counts", {}))
-        stripped = []
-        for reply in replies:
-            arrays = dict(reply.arrays)
-            known[str(reply.client_id)] = arrays.pop(COUNTS_KEY)
-            stripped.append(dataclasses.replace(reply, arrays=arrays))
-        new = super().aggregate(state, stripped)
-        new.extra["fedlc_client_counts"] = known
-        return new
+    def wants_class_counts(self) -> bool:
+        return self.fedlc_counts == "global" or super().wants_class_counts()
 
     # ------------------------------------------------------------------ client
     def calibration_counts(self, ctx: LocalContext) -> torch.Tensor:
         """The counts ``n_c`` of the calibration, shape (C,): local, or the server's sum."""
         counts: Any = ctx.class_counts
-        if self.fedlc_counts == "global" and "global_counts" in ctx.message.config:
-            counts = ctx.message.config["global_counts"]
+        if self.fedlc_counts == "global" and GLOBAL_COUNTS in ctx.message.side:
+            counts = ctx.message.side[GLOBAL_COUNTS]
         return torch.as_tensor(counts, dtype=torch.float32, device=ctx.device)
 
-    def before_local_training(self, model: nn.Module, data, ctx: LocalContext) -> None:
+    def before_local_training(self, model: nn.Module, ctx: LocalContext) -> None:
         ctx.extras["fedlc_counts"] = self.calibration_counts(ctx)
 
     def local_loss(self, model: nn.Module, batch, ctx: LocalContext) -> torch.Tensor:
@@ -131,9 +106,3 @@ class FedLC(FedAvg):
             form=self.fedlc_form,
             count_floor=self.count_floor,
         )
-
-    def reply_arrays(self, model: nn.Module, ctx: LocalContext) -> dict[str, torch.Tensor]:
-        arrays = super().reply_arrays(model, ctx)
-        if self.fedlc_counts == "global":
-            arrays[COUNTS_KEY] = torch.as_tensor(ctx.class_counts, dtype=torch.float64)
-        return arrays

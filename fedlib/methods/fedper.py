@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -17,7 +16,7 @@ from fedlib.core.protocol import ClientReply, GlobalState
 from fedlib.methods.fedavg import FedAvg
 
 UPLOAD_PREFIX = "local_head."
-"""Reply-only keys: a client's personal tensors, uploaded for the evaluation head only."""
+"""Side-channel keys of a client's personal tensors, uploaded for the evaluation head only."""
 
 
 @dataclass(kw_only=True)
@@ -28,7 +27,8 @@ class FedPer(FedAvg):
     copy is never sent. For **generalization** a global model needs a head, so with
     ``pfl_global_head="avg_local"`` each client also uploads its trained personal tensors and
     the server keeps their example-weighted mean, ``sum_k (n_k/n) W_k``, as an evaluation-only
-    head (``GlobalState.extra["avg_local_head"]``); it is never sent back.
+    head (``GlobalState.extra["avg_local_head"]``); it travels in the reply's side channel and
+    is never sent back.
 
     Parameters
     ----------
@@ -41,6 +41,7 @@ class FedPer(FedAvg):
 
     name: ClassVar[str] = "fedper"
     personalized: ClassVar[bool] = True
+    spec_model: str = "personal"
     personal_prefixes: tuple[str, ...] = ("head.",)
     pfl_global_head: str = "avg_local"
 
@@ -60,29 +61,24 @@ class FedPer(FedAvg):
     def shared_keys(self, model: nn.Module) -> list[str]:
         return [k for k in super().shared_keys(model) if not k.startswith(self.personal_prefixes)]
 
-    def reply_arrays(self, model: nn.Module, ctx: LocalContext) -> dict[str, torch.Tensor]:
-        """The shared keys, plus (``avg_local``) the personal tensors under ``local_head.``."""
-        arrays = super().reply_arrays(model, ctx)
+    def after_local_training(self, model: nn.Module, ctx: LocalContext) -> None:
+        """With ``avg_local``, upload the trained personal tensors in the side channel."""
         if self.pfl_global_head == "avg_local":
             for key, value in model.state_dict().items():
                 if key.startswith(self.personal_prefixes) and value.is_floating_point():
-                    arrays[UPLOAD_PREFIX + key] = value.detach().cpu().clone()
-        return arrays
+                    ctx.side[UPLOAD_PREFIX + key] = value.detach().cpu().clone()
 
-    def aggregate(self, state: GlobalState, replies: Sequence[ClientReply]) -> GlobalState:
-        """FedAvg over the shared keys; the uploaded heads go to the evaluation head only."""
-        uploads, stripped = [], []
-        for reply in replies:
-            arrays = dict(reply.arrays)
-            uploaded = [k for k in arrays if k.startswith(UPLOAD_PREFIX)]
-            uploads.append({k[len(UPLOAD_PREFIX) :]: arrays.pop(k) for k in uploaded})
-            stripped.append(dataclasses.replace(reply, arrays=arrays))
-        new = super().aggregate(state, stripped)
+    def process_side(self, state: GlobalState, replies: Sequence[ClientReply]) -> None:
+        """The uploaded heads' ``n_k``-weighted mean becomes the evaluation head."""
+        super().process_side(state, replies)
+        uploads = [
+            {k[len(UPLOAD_PREFIX):]: v for k, v in r.side.items() if k.startswith(UPLOAD_PREFIX)}
+            for r in replies
+        ]
         if uploads and uploads[0]:
-            new.extra["avg_local_head"] = weighted_average(
+            state.extra["avg_local_head"] = weighted_average(
                 uploads, [r.num_examples for r in replies]
             )
-        return new
 
     def eval_weights(
         self, global_weights: Mapping[str, torch.Tensor], state: GlobalState

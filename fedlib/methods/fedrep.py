@@ -7,23 +7,10 @@ from typing import ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from fedlib._validation import Interval
-from fedlib.core.algorithm import LocalContext
+from fedlib.core.algorithm import LocalContext, has_prefix
 from fedlib.methods.fedper import FedPer
-
-
-def set_trainable(model: nn.Module, prefixes: tuple[str, ...], *, inside: bool) -> None:
-    """Train only the parameters whose names start with ``prefixes`` (``inside=True``) or
-    only the others (``inside=False``)."""
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith(prefixes) == inside)
-
-
-def unfreeze(model: nn.Module) -> None:
-    for p in model.parameters():
-        p.requires_grad_(True)
 
 
 @dataclass(kw_only=True)
@@ -76,22 +63,21 @@ class FedRep(FedPer):
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        data: Dataset,
         ctx: LocalContext,
-        generator: torch.Generator,
-        device: torch.device,
         *,
         epochs: int | None = None,
     ) -> tuple[float, int]:
+        """The head phase, then the body phase, with one optimizer (frozen parameters get no
+        gradient, so it leaves them)."""
         loss_sum, seen = 0.0, 0
-        try:
-            for phase, phase_epochs in (("head", self.head_epochs), ("body", self.body_epochs)):
-                ctx.extras["fedrep_phase"] = phase
-                set_trainable(model, self.personal_prefixes, inside=phase == "head")
-                part_sum, part_seen = super().train_locally(
-                    model, optimizer, data, ctx, generator, device, epochs=phase_epochs
-                )
-                loss_sum, seen = loss_sum + part_sum, seen + part_seen
-        finally:
-            unfreeze(model)
+        for phase, phase_epochs in (("head", self.head_epochs), ("body", self.body_epochs)):
+            ctx.extras["fedrep_phase"] = phase
+            part_sum, part_seen = self.train_phase(
+                model,
+                ctx,
+                epochs=phase_epochs,
+                trainable=has_prefix(self.personal_prefixes, inside=phase == "head"),
+                optimizer=optimizer,
+            )
+            loss_sum, seen = loss_sum + part_sum, seen + part_seen
         return loss_sum, seen

@@ -55,6 +55,7 @@ class FedRoD(FedAvg):
 
     name: ClassVar[str] = "fedrod"
     personalized: ClassVar[bool] = True
+    spec_model: str = "personal"
     loss: str = "bsm"
 
     def prepare_model(self, model: nn.Module) -> nn.Module:

@@ -65,7 +65,7 @@ class FedRS(FedAvg):
         head.register_parameter("bias", None)
         return model
 
-    def before_local_training(self, model: nn.Module, data, ctx: LocalContext) -> None:
+    def before_local_training(self, model: nn.Module, ctx: LocalContext) -> None:
         ctx.extras["fedrs_scale"] = fedrs_scale(ctx.class_counts, self.alpha, self.fedrs_mode).to(
             ctx.device
         )

@@ -20,6 +20,7 @@ class LocalOnly(FedAvg):
 
     name: ClassVar[str] = "local"
     personalized: ClassVar[bool] = True
+    spec_model: str = "personal"
 
     def shared_keys(self, model: nn.Module) -> list[str]:
         return []

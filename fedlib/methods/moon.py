@@ -7,7 +7,6 @@ from typing import ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from fedlib._validation import Interval, Options
 from fedlib.core.algorithm import LocalContext, clone_module
@@ -44,7 +43,7 @@ class MOON(FedAvg):
 
     The model is wrapped in :class:`fedlib.models.ProjectionHeadModel` (a 2-layer MLP to
     ``out_dim``; keys ``projection.*``). Everything is shared; the server is FedAvg's. The
-    previous model is ``state["post_local"]``, kept whatever ``spec_model`` says.
+    previous model is kept in the client's state (``ClientState.method["previous_model"]``).
 
     Parameters
     ----------
@@ -63,6 +62,9 @@ class MOON(FedAvg):
     """
 
     name: ClassVar[str] = "moon"
+    client_state_fields: ClassVar[dict[str, str]] = {
+        "previous_model": "the client's model after its previous round (every tensor, CPU)",
+    }
     mu: float = 1.0
     temperature: float = 0.5
     out_dim: int = 256
@@ -78,12 +80,16 @@ class MOON(FedAvg):
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return ProjectionHeadModel(model, out_dim=self.out_dim, head_input=self.head_input)
 
-    def keeps_post_local(self) -> bool:
-        return True
-
-    def before_local_training(self, model: nn.Module, data: Dataset, ctx: LocalContext) -> None:
+    def before_local_training(self, model: nn.Module, ctx: LocalContext) -> None:
         ctx.extras["moon_global"] = _frozen_copy(model)
-        ctx.extras["moon_previous"] = _frozen_copy(model, ctx.state.get("post_local"))
+        ctx.extras["moon_previous"] = _frozen_copy(
+            model, ctx.state.method.get("previous_model")
+        )
+
+    def after_local_training(self, model: nn.Module, ctx: LocalContext) -> None:
+        ctx.state.method["previous_model"] = {
+            k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+        }
 
     def contrastive_loss(self, model: nn.Module, x: torch.Tensor, h: torch.Tensor, ctx):
         """``l_con`` of the batch, given the trained model's features ``h = phi(x)``."""
