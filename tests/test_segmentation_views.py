@@ -198,6 +198,36 @@ def test_synthderm_view_follows_ham10000_sources():
     assert colour.train[0].images.shape[1] == 3
 
 
+def test_ham10000_sources_have_one_definition_shared_with_the_real_loader():
+    from fedlib.data import real, recipes, segmentation
+
+    assert recipes.HAM10000_SOURCES == ("rosendahl", "vidir_modern", "vienna_dias", "vidir_molemax")
+    assert real.HAM10000_SOURCES == recipes.HAM10000_SOURCES  # the metadata's source names
+    assert segmentation.HAM10000_SOURCES is recipes.HAM10000_SOURCES
+    assert sum(recipes.HAM10000_SOURCE_SIZES) == 10015  # HAM10000's images
+    # ISIC2019_CENTRES: BCN, HAM_vidir_molemax, HAM_vidir_modern, HAM_rosendahl, MSK, ...dias
+    assert recipes.ham10000_centres().tolist() == [3, 2, 5, 1]
+    assert recipes.ham10000_client_names()[2] == "HAM_vienna_dias"
+
+
+def test_ham10000_counts_by_hand():
+    # Vienna-Dias (centre 5, row [58, 276, 5, 0, 6, 4, 2, 0], 351 images) as 439 images at
+    # scale 0.1: round(0.1 * 439 * row / 351) = [7, 35, 1, 0, 1, 1, 0 -> 1 (present), 0]
+    train, test = ham10000_counts(0.1)
+    assert (train + test)[2].tolist() == [7, 35, 1, 0, 1, 1, 1, 0]
+    # 80/20 per cell: test = min(round_half_up(0.2 n), n - 1)
+    assert test[2].tolist() == [1, 7, 0, 0, 0, 0, 0, 0]
+
+
+def test_bus_normal_frames_are_split_over_the_unlabeled_clients_by_hand():
+    from fedlib.data.recipes import bus_normal_clients
+
+    # round_half_up(133 * 0.1) = 13 frames: 7 to client 0, 6 to client 2
+    assert bus_normal_clients([0, 2], 0.1).tolist() == [0] * 7 + [2] * 6
+    assert bus_normal_clients([1, 2], 0.001).tolist() == [1]  # at least one frame
+    assert bus_normal_clients([], 0.3).tolist() == []
+
+
 def test_named_settings_have_one_level_per_client():
     assert SUPERVISION_SETTINGS["synthderm"]["fedmix"] == ("box", "box", "pixel", "box")
     assert SUPERVISION_SETTINGS["synthbus"]["fedmix"] == ("image", "box", "pixel")

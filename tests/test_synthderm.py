@@ -183,6 +183,8 @@ def test_masks_to_boxes_by_hand():
     masks[0, 0, 1, 2] = 1
     masks[0, 0, 2, 3] = 1
     assert masks_to_boxes(masks).tolist() == [[2, 1, 4, 3], [0, 0, 0, 0]]
+    with pytest.raises(ValueError, match="'masks'"):
+        masks_to_boxes(masks[:, 0])
 
 
 def test_lesion_sizes_follow_the_classes():

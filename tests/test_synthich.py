@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from fedlib.data._geometry import gaussian_blur, gaussian_kernels, soft_inside
+from fedlib.data._render import render_in_chunks
 from fedlib.data.segmentation import tight_boxes
 from fedlib.data.synthich import ich_site_style, render_synthich, synthich
 from fedlib.data.templates import ICH_CLASSES, scale_template, site_template
@@ -128,3 +130,52 @@ def test_render_rejects_bad_input(kwargs, match):
 def test_synthich_rejects_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         synthich(**kwargs)
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def test_soft_inside_by_hand():
+    signed = np.array([-2.0, -0.5, 0.0, 0.25, 0.5, 3.0])
+    assert soft_inside(signed).tolist() == [1.0, 1.0, 0.5, 0.25, 0.0, 0.0]
+
+
+def test_gaussian_kernels_by_hand():
+    k = gaussian_kernels(np.array([1.0, 0.0]))
+    assert k.shape == (2, 7)  # radius ceil(3 * 1) = 3, shared by every row
+    z = 1 + 2 * (np.exp(-0.5) + np.exp(-2.0) + np.exp(-4.5))
+    expected = np.exp(-0.5 * np.arange(-3, 4) ** 2) / z
+    np.testing.assert_allclose(k[0], expected, rtol=1e-6)
+    assert k[1].tolist() == [0, 0, 0, 1, 0, 0, 0]  # sigma < 0.05 px: the identity
+
+
+def test_gaussian_blur_of_a_point_is_the_kernel_outer_product():
+    images = np.zeros((2, 9, 9), dtype=np.float32)
+    images[:, 4, 4] = 1.0
+    out = gaussian_blur(images, np.array([1.0, 0.0], dtype=np.float32))
+    k = gaussian_kernels(np.array([1.0]))[0]
+    np.testing.assert_allclose(out[0, 1:8, 1:8], np.outer(k, k), rtol=1e-5, atol=1e-7)
+    assert np.array_equal(out[1], images[1])  # zero sigma: unchanged
+    assert gaussian_blur(images, 0.0) is images  # nothing to blur: no copy
+
+
+def test_render_in_chunks_places_every_chunk_and_boxes_its_masks():
+    calls = []
+
+    def render(rows):
+        ids = np.arange(5)[rows]
+        calls.append(ids.tolist())
+        images = np.broadcast_to(ids[:, None, None], (ids.size, 2, 2)).astype(np.float32)
+        masks = np.zeros((ids.size, 2, 2), dtype=np.float32)
+        masks[:, 1, 0] = ids > 0  # one pixel at (y=1, x=0), none in image 0
+        return images, masks
+
+    # 2 x 2 images, 8 pixels per chunk: 2 images per chunk (min_chunk 1)
+    images, masks, boxes = render_in_chunks(render, 5, 2, chunk_pixels=8, min_chunk=1)
+    assert calls == [[0, 1], [2, 3], [4]]
+    assert images[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4] and images.dtype == torch.float32
+    assert boxes.tolist() == [[0, 0, 0, 0]] + [[0, 1, 1, 2]] * 4
+    calls.clear()
+    again = render_in_chunks(render, 5, 2, order=np.array([4, 0, 3, 1, 2]), chunk_pixels=8)
+    assert calls == [[4, 0, 3, 1], [2]]  # min_chunk 4 by default
+    assert torch.equal(again[0], images) and torch.equal(again[2], boxes)

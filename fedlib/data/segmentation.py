@@ -15,7 +15,9 @@ Each client of a FedMix federation holds exactly one kind of annotation (``fedmi
 
 :class:`SegmentationDataset` hides the true mask of a weakly supervised *training* split; test
 splits always carry it for evaluation. :func:`segmentation_view` builds a whole federation from
-SynthDerm (four HAM10000-like sources) or SynthBUS (three breast-ultrasound sites).
+SynthDerm (four HAM10000-like sources) or SynthBUS (three breast-ultrasound sites); which sources,
+in which order and how large is :mod:`fedlib.data.recipes`. The box helpers live in
+``fedlib.data._geometry`` and are importable from here as well.
 
 Reference: Wicaksana et al., "FedMix: Mixed supervised federated learning for medical image
 segmentation", IEEE TMI 2023, arXiv:2205.01840.
@@ -30,7 +32,25 @@ import torch
 from torch.utils.data import Dataset
 
 from fedlib._validation import InstanceOf, Interval, Options, check_param
+from fedlib.data._geometry import (
+    box_masks,
+    boxes_with_margin,
+    check_margin,
+    image_level_targets,
+    tight_boxes,
+)
 from fedlib.data.base import ArrayDataset, FederatedDataset
+from fedlib.data.partitions import federate_from_counts
+from fedlib.data.recipes import (
+    HAM10000_SOURCES,
+    bus_normal_clients,
+    ham10000_centres,
+    ham10000_client_names,
+    ham10000_counts,
+)
+from fedlib.data.synthbus import NORMAL, render_synthbus, synthbus
+from fedlib.data.synthderm import render_synthderm
+from fedlib.data.templates import ISIC2019_CLASSES
 
 __all__ = [
     "HAM10000_SOURCES",
@@ -48,152 +68,6 @@ __all__ = [
 
 SUPERVISION_LEVELS = ("pixel", "box", "image", "none")
 _ARRAY_DATASET = InstanceOf(ArrayDataset, description="an ArrayDataset")
-
-
-# --------------------------------------------------------------------------- boxes
-
-
-def _as_mask_array(owner: str, masks) -> np.ndarray:
-    if isinstance(masks, torch.Tensor):
-        masks = masks.detach().cpu().numpy()
-    masks = np.asarray(masks)
-    if masks.ndim == 4:
-        if masks.shape[1] != 1:
-            raise ValueError(
-                f"{owner}: 'masks' must have shape (N, 1, H, W) or (N, H, W), got {masks.shape}."
-            )
-        masks = masks[:, 0]
-    if masks.ndim != 3:
-        raise ValueError(
-            f"{owner}: 'masks' must have shape (N, 1, H, W) or (N, H, W), got {masks.shape}."
-        )
-    return masks > 0.5
-
-
-def tight_boxes(masks) -> np.ndarray:
-    """The tight bounding box of every mask, ``(x0, y0, x1, y1)`` inclusive-exclusive.
-
-    ``x0`` is the first column holding a foreground pixel, ``x1`` one past the last (likewise
-    rows for ``y``). An empty mask gets the empty box ``(0, 0, 0, 0)``.
-
-    Parameters
-    ----------
-    masks : array or Tensor, shape (N, 1, H, W) or (N, H, W); foreground = value > 0.5
-
-    Returns
-    -------
-    ndarray of int64, shape (N, 4)
-    """
-    m = _as_mask_array("tight_boxes", masks)
-    n, h, w = m.shape
-    cols = m.any(axis=1)  # (N, W)
-    rows = m.any(axis=2)  # (N, H)
-    present = cols.any(axis=1)
-    x0 = np.argmax(cols, axis=1)
-    x1 = w - np.argmax(cols[:, ::-1], axis=1)
-    y0 = np.argmax(rows, axis=1)
-    y1 = h - np.argmax(rows[:, ::-1], axis=1)
-    boxes = np.stack([x0, y0, x1, y1], axis=1).astype(np.int64)
-    boxes[~present] = 0
-    return boxes
-
-
-def boxes_with_margin(
-    masks,
-    margin: tuple[int, int] | int = (1, 9),
-    *,
-    seed: int = 0,
-) -> np.ndarray:
-    """Boxes as FedMix synthesises them: the tight box plus a random margin per side, clamped.
-
-    For each side independently ``m ~ U{lo, ..., hi}`` pixels (``margin=(lo, hi)``; an int
-    gives a fixed margin, FedMix's first version used 2), then
-    ``x0' = max(x0 - m, 0)``, ``x1' = min(x1 + m, W)`` and likewise for ``y``. An empty mask
-    keeps the empty box ``(0, 0, 0, 0)``.
-
-    Parameters
-    ----------
-    masks : array or Tensor, (N, 1, H, W) or (N, H, W)
-    margin : (int, int) with 0 <= lo <= hi, or int >= 0
-        In pixels of ``masks``. FedMix draws 1-9 px at 224 px.
-    seed : int >= 0
-
-    Returns
-    -------
-    ndarray of int64, shape (N, 4): ``(x0, y0, x1, y1)`` inclusive-exclusive, containing the
-    tight box.
-    """
-    owner = "boxes_with_margin"
-    lo, hi = _check_margin(owner, margin)
-    check_param(owner, "seed", seed, Interval(int, 0, None, closed="left"))
-    m = _as_mask_array(owner, masks)
-    n, h, w = m.shape
-    tight = tight_boxes(m)
-    rng = np.random.default_rng(seed)
-    pad = rng.integers(lo, hi + 1, size=(n, 4))
-    boxes = np.stack(
-        [
-            np.maximum(tight[:, 0] - pad[:, 0], 0),
-            np.maximum(tight[:, 1] - pad[:, 1], 0),
-            np.minimum(tight[:, 2] + pad[:, 2], w),
-            np.minimum(tight[:, 3] + pad[:, 3], h),
-        ],
-        axis=1,
-    ).astype(np.int64)
-    empty = (tight[:, 2] <= tight[:, 0]) | (tight[:, 3] <= tight[:, 1])
-    boxes[empty] = 0
-    return boxes
-
-
-def _check_margin(owner: str, margin) -> tuple[int, int]:
-    if isinstance(margin, int | np.integer) and not isinstance(margin, bool):
-        lo = hi = int(margin)
-    elif (
-        isinstance(margin, tuple | list)
-        and len(margin) == 2
-        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in margin)
-    ):
-        lo, hi = int(margin[0]), int(margin[1])
-    else:
-        raise TypeError(
-            f"{owner}: 'margin' must be an int >= 0 or a pair (lo, hi) of ints, got {margin!r}."
-        )
-    if lo < 0 or hi < lo:
-        raise ValueError(f"{owner}: 'margin' must satisfy 0 <= lo <= hi, got {margin!r}.")
-    return lo, hi
-
-
-def box_masks(boxes, height: int, width: int) -> torch.Tensor:
-    """Filled boxes as masks: ``M[i, 0, y, x] = 1`` iff ``y0 <= y < y1`` and ``x0 <= x < x1``.
-
-    Returns a float32 tensor of shape (N, 1, height, width).
-    """
-    b = torch.as_tensor(np.asarray(boxes), dtype=torch.int64)
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"box_masks: 'boxes' must have shape (N, 4), got {tuple(b.shape)}.")
-    ys = torch.arange(height).view(1, height, 1)
-    xs = torch.arange(width).view(1, 1, width)
-    inside = (
-        (ys >= b[:, 1, None, None])
-        & (ys < b[:, 3, None, None])
-        & (xs >= b[:, 0, None, None])
-        & (xs < b[:, 2, None, None])
-    )
-    return inside.unsqueeze(1).to(torch.float32)
-
-
-def image_level_targets(masks) -> torch.Tensor:
-    """Image-level labels from masks: which segmentation classes are present.
-
-    ``t[i, c] = 1`` iff channel ``c`` of mask ``i`` has a foreground pixel; shape (N, C).
-    With one channel (lesion vs background) every lesion image gets ``[1.]``.
-    """
-    m = torch.as_tensor(masks)
-    if m.ndim != 4:
-        raise ValueError(
-            f"image_level_targets: 'masks' must have shape (N, C, H, W), got {tuple(m.shape)}."
-        )
-    return (m > 0.5).flatten(2).any(dim=2).to(torch.float32)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -314,16 +188,6 @@ class SegmentationDataset(Dataset):
 
 # --------------------------------------------------------------------------- federations
 
-# HAM10000's four sources as the FedMix skin task uses them (totals, 80/20 split per client),
-# with the ISIC-2019 centre (SynthDerm site style) of each; the class mix of each source is its
-# ISIC-2019 training row (FLamby), whose totals are 80 % of these sizes.
-HAM10000_SOURCES = (
-    ("HAM_rosendahl", 2259, 3),
-    ("HAM_vidir_modern", 3363, 2),
-    ("HAM_vienna_dias", 439, 5),
-    ("HAM_vidir_molemax", 3954, 1),
-)
-
 SUPERVISION_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {
     "synthderm": {
         "fedmix": ("box", "box", "pixel", "box"),
@@ -369,7 +233,8 @@ def segmentation_view(
     FedMix fold-1 sizes scaled). ``"synthderm"``: four HAM10000-like sources in FedMix's order
     Rosendahl, ViDIR-modern, Vienna-Dias, ViDIR-molemax, with sizes 2259, 3363, 439, 3954
     (scaled) and each source's ISIC-2019 class mix, rendered by
-    :func:`fedlib.data.synthderm.render_synthderm` in that centre's style.
+    :func:`fedlib.data.synthderm.render_synthderm` in that centre's style. Both recipes are in
+    :mod:`fedlib.data.recipes`.
 
     The images do not depend on ``supervision`` (same ``seed`` -> same pixels in every setting),
     so settings can be compared on identical data. Only the extra normal frames of SynthBUS
@@ -425,14 +290,17 @@ def segmentation_view(
         check_param(owner, "test_frac", test_frac, Interval(float, 0, 1, closed="neither"))
     if box_margin is None:
         box_margin = default_box_margin(image_size)
-    margin = _check_margin(owner, box_margin)
+    margin = check_margin(owner, box_margin)
     for name, flag in (("normal_to_none", normal_to_none), ("grayscale", grayscale)):
         if not isinstance(flag, bool):
             raise TypeError(f"{owner}: {name!r} must be a bool, got {flag!r}.")
     check_param(owner, "seed", seed, Interval(int, 0, None, closed="left"))
 
     if dataset_name == "synthbus":
-        base = _bus_federation(scale, image_size, difficulty, test_frac, seed)
+        base = synthbus(
+            scale=scale, image_size=image_size, difficulty=difficulty, test_frac=test_frac,
+            seed=seed,
+        )
         extra = _bus_normals(levels, scale, image_size, difficulty, seed) if normal_to_none else {}
     else:
         base = _derm_federation(scale, image_size, difficulty, test_frac, grayscale, seed)
@@ -492,62 +360,29 @@ def _resolve_supervision(owner, supervision, settings, num_clients):
     return levels, None
 
 
-def _bus_federation(scale, image_size, difficulty, test_frac, seed) -> FederatedDataset:
-    from fedlib.data.synthbus import synthbus
-
-    return synthbus(
-        scale=scale, image_size=image_size, difficulty=difficulty, test_frac=test_frac, seed=seed
-    )
-
-
 def _bus_normals(levels, scale, image_size, difficulty, seed) -> dict[int, ArrayDataset]:
     """BUSI's normal frames, scaled, split evenly over the ``"none"`` clients (train only)."""
-    from fedlib.data.synthbus import BUSI_NORMAL_COUNT, NORMAL, render_synthbus
-
-    none_clients = [k for k, level in enumerate(levels) if level == "none"]
-    if not none_clients:
+    sites = bus_normal_clients([k for k, level in enumerate(levels) if level == "none"], scale)
+    if sites.size == 0:
         return {}
-    total = max(int(np.floor(BUSI_NORMAL_COUNT * scale + 0.5)), 1)
-    shares = np.array_split(np.arange(total), len(none_clients))
-    sites = np.concatenate([np.full(len(s), k) for k, s in zip(none_clients, shares, strict=True)])
-    labels = np.full(total, NORMAL, dtype=np.int64)
+    labels = np.full(sites.size, NORMAL, dtype=np.int64)
     images, masks, boxes = render_synthbus(
         labels, sites, image_size=image_size, difficulty=difficulty, seed=seed + 7919
     )
     out = {}
-    for k in none_clients:
+    for k in np.unique(sites).tolist():
         rows = np.flatnonzero(sites == k)
-        if rows.size:
-            idx = torch.from_numpy(rows)
-            out[k] = ArrayDataset(
-                images[idx], torch.from_numpy(labels[rows]), masks=masks[idx], boxes=boxes[idx]
-            )
+        idx = torch.from_numpy(rows)
+        out[k] = ArrayDataset(
+            images[idx], torch.from_numpy(labels[rows]), masks=masks[idx], boxes=boxes[idx]
+        )
     return out
 
 
-def ham10000_counts(scale: float, test_frac: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) class counts of the four HAM10000-like sources, ISIC-2019 class order.
-
-    Cell totals ``round(scale * row_c * size / sum(row))`` from each source's ISIC-2019
-    training row (present classes keep >= 1 image), split per cell with
-    :func:`fedlib.data.partitions.split_count_table`.
-    """
-    from fedlib.data.partitions import split_count_table
-    from fedlib.data.templates import scale_template, site_template
-
-    isic = site_template("isic2019").astype(np.float64)
-    rows = np.stack([isic[site] * size / isic[site].sum() for _, size, site in HAM10000_SOURCES])
-    totals = scale_template(rows, scale)
-    return split_count_table(totals, test_frac)
-
-
 def _derm_federation(scale, image_size, difficulty, test_frac, grayscale, seed):
-    from fedlib.data.partitions import federate_from_counts
-    from fedlib.data.synthderm import render_synthderm
-    from fedlib.data.templates import ISIC2019_CLASSES
-
+    """SynthDerm rendered as the four HAM10000 sources, each in its ISIC-2019 centre's style."""
     train_counts, test_counts = ham10000_counts(scale, 0.2 if test_frac is None else test_frac)
-    centre_of_client = np.array([site for _, _, site in HAM10000_SOURCES], dtype=np.int64)
+    centre_of_client = ham10000_centres()
 
     def render(labels, clients, render_seed):
         images, masks, boxes = render_synthderm(
@@ -567,7 +402,7 @@ def _derm_federation(scale, image_size, difficulty, test_frac, grayscale, seed):
         train_counts,
         test_counts,
         class_names=ISIC2019_CLASSES,
-        client_names=tuple(name for name, _, _ in HAM10000_SOURCES),
+        client_names=ham10000_client_names(),
         name="SynthDerm-HAM",
         seed=seed,
         info={

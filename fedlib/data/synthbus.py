@@ -35,6 +35,10 @@ client   source  split  benign / malignant            source publication
 Normal images (no tumour, empty mask) exist only in BUSI; FedMix adds them only to clients
 whose supervision is ``"none"``, and its breast setting (image, box, pixel) has none, so
 :func:`synthbus` leaves them out unless ``include_normal=True``.
+
+The count tables (``BUS_TRAIN_COUNTS``, ``BUS_TEST_COUNTS``, ``BUSI_NORMAL_COUNT``) and
+:func:`bus_counts` are defined in :mod:`fedlib.data.recipes` with the other federation recipes
+and importable from here.
 """
 
 from __future__ import annotations
@@ -46,11 +50,19 @@ import torch
 import torch.nn.functional as F
 
 from fedlib._validation import Interval, check_param
+from fedlib.data._geometry import gaussian_kernels, soft_inside
+from fedlib.data._render import check_render_inputs, render_in_chunks
 from fedlib.data.base import FederatedDataset
-from fedlib.data.partitions import federate_from_counts, split_count_table
-from fedlib.data.segmentation import tight_boxes
-from fedlib.data.synthich import _check_render_inputs, _soft_inside, gaussian_kernels
-from fedlib.data.templates import scale_template
+from fedlib.data.partitions import federate_from_counts
+from fedlib.data.recipes import (
+    BUS_CLASSES,
+    BUS_CLASSES_WITH_NORMAL,
+    BUS_SITES,
+    BUS_TEST_COUNTS,
+    BUS_TRAIN_COUNTS,
+    BUSI_NORMAL_COUNT,
+    bus_counts,
+)
 
 __all__ = [
     "BUS_CLASSES",
@@ -66,14 +78,7 @@ __all__ = [
     "synthbus",
 ]
 
-BUS_CLASSES = ("benign", "malignant")
-BUS_CLASSES_WITH_NORMAL = ("benign", "malignant", "normal")
-BUS_SITES = ("BUSI", "BUSIS", "UDIAT")
-BENIGN, MALIGNANT, NORMAL = 0, 1, 2
-BUS_TRAIN_COUNTS = np.array([[349, 167], [244, 205], [88, 42]], dtype=np.int64)
-BUS_TEST_COUNTS = np.array([[87, 42], [62, 51], [22, 11]], dtype=np.int64)
-BUSI_NORMAL_COUNT = 133
-_CHUNK_PIXELS = 2**17
+BENIGN, MALIGNANT, NORMAL = 0, 1, 2  # class ids, as in BUS_CLASSES_WITH_NORMAL
 _STYLE_KEY = 0xB05
 
 
@@ -169,25 +174,19 @@ def render_synthbus(
     masks : float32 Tensor (N, 1, S, S)
     boxes : int64 Tensor (N, 4), tight ``(x0, y0, x1, y1)``, inclusive-exclusive
     """
-    labels, sites = _check_render_inputs(
+    labels, sites = check_render_inputs(
         "render_synthbus", labels, sites, image_size, difficulty, seed, 3
     )
-    n, s = labels.size, image_size
-    images = np.empty((n, 1, s, s), dtype=np.float32)
-    masks = np.empty((n, 1, s, s), dtype=np.float32)
     styles = {int(k): bus_site_style(int(k)) for k in np.unique(sites)}
-    banks = {k: _speckle_bank(style, s, seed, k) for k, style in styles.items()}
+    banks = {k: _speckle_bank(style, image_size, seed, k) for k, style in styles.items()}
     rng = np.random.default_rng(seed)
-    chunk = max(4, _CHUNK_PIXELS // (s * s))
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        img, mask = _render_chunk(
-            labels[start:stop], sites[start:stop], styles, banks, s, float(difficulty), rng
+
+    def render(rows):
+        return _render_chunk(
+            labels[rows], sites[rows], styles, banks, image_size, float(difficulty), rng
         )
-        images[start:stop, 0] = img
-        masks[start:stop, 0] = mask
-    boxes = tight_boxes(masks)
-    return torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(boxes)
+
+    return render_in_chunks(render, labels.size, image_size)
 
 
 def _style(styles, sites, field):
@@ -215,7 +214,7 @@ def _render_chunk(labels, sites, styles, banks, size, difficulty, rng):
     muscle_top = gland_end + col(rng.uniform(0.04, 0.09, n))
 
     def below(boundary):  # soft step: 0 above the boundary, 1 below
-        return _soft_inside((boundary - z) * px)
+        return soft_inside((boundary - z) * px)
 
     in_skin = below(skin - 0.012) - below(skin + 0.012)
     in_fat = below(skin + 0.012) - below(fat_end)
@@ -366,13 +365,13 @@ def _tumour(labels, fat_end, gland_end, x, z, size, difficulty, rng):
         col(rng.integers(3, 6, n)) * theta + col(rng.uniform(0, 6.3, n))
     ) + col(spike_amp) * spikes
     px = col(np.minimum(half_w, half_h) * size)
-    coverage = _soft_inside((r - edge) * px)
+    coverage = soft_inside((r - edge) * px)
     # echogenic halo around some malignant masses
     halo_on = malignant & (rng.random(n) < 0.4)
     halo = None
     if halo_on.any():
         halo = np.zeros_like(coverage)
-        halo[halo_on] = (_soft_inside((r - edge - 0.35) * px) - coverage)[halo_on]
+        halo[halo_on] = (soft_inside((r - edge - 0.35) * px) - coverage)[halo_on]
     # inner echogenicity: anechoic cysts, hypoechoic solid masses; contrast falls with difficulty
     base = np.where(cyst, 0.01, rng.uniform(0.03, 0.07, n)) + 0.16 * difficulty
     inner = col(base) * (1 + 0.25 * np.sin(3 * theta) * col(malignant))  # used inside only
@@ -460,19 +459,3 @@ def synthbus(
             "test_counts": test_counts.tolist(),
         },
     )
-
-
-def bus_counts(
-    scale: float, *, test_frac: float | None = None, include_normal: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scaled (train, test) class-count tables of the three SynthBUS sites (see module doc)."""
-    train = scale_template(BUS_TRAIN_COUNTS, scale)
-    test = scale_template(BUS_TEST_COUNTS, scale)
-    if include_normal:
-        normal = int(max(round(BUSI_NORMAL_COUNT * scale), 1))
-        normal_test = int(np.floor(normal * (129 / 645) + 0.5))
-        train = np.concatenate([train, [[normal - normal_test], [0], [0]]], axis=1)
-        test = np.concatenate([test, [[normal_test], [0], [0]]], axis=1)
-    if test_frac is not None:
-        train, test = split_count_table(train + test, test_frac)
-    return train.astype(np.int64), test.astype(np.int64)

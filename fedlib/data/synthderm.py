@@ -53,6 +53,8 @@ import numpy as np
 import torch
 
 from fedlib._validation import NONE, AnyOf, Interval, Options, check_param
+from fedlib.data._geometry import masks_to_boxes
+from fedlib.data._render import render_in_chunks
 from fedlib.data._synthderm_render import (
     COLOUR_FIELDS,
     Colour,
@@ -512,12 +514,6 @@ def _check_int_array(owner: str, name: str, values, n: int | None, high: int | N
     return array
 
 
-def _chunk_size(image_size: int) -> int:
-    """Images per chunk: about 2**18 pixels, which bounds memory to a few tens of MB and keeps a
-    chunk's working set small enough for the CPU caches (faster than 2**19 at 32x32)."""
-    return max(8, (1 << 18) // (image_size * image_size))
-
-
 def render_synthderm(
     labels: np.ndarray,
     sites: np.ndarray,
@@ -574,55 +570,28 @@ def render_synthderm(
         else _check_int_array(owner, "indices", indices, n, None)
     )
     bank = noise_bank(seed, image_size)
-    step = _chunk_size(image_size)
-    # Render in order of (site blur, site, class): rows that share a blur radius or a structure
-    # then form contiguous spans (views). Every image is computed on its own, so the order
-    # changes no pixel.
-    site_blur = np.array([s.blur for s in SITE_STYLES])
-    order = np.lexsort((labels, sites, site_blur[sites]))
-    # Each chunk is written straight to its rows' final positions (no concatenation and no
-    # reordering copy afterwards).
-    images = torch.empty(n, 3, image_size, image_size)
-    masks = torch.empty(n, 1, image_size, image_size)
-    for start in range(0, n, step):
-        part = order[start : start + step]
+    spread = WITHIN_CLASS_SPREAD[0] + WITHIN_CLASS_SPREAD[1] * difficulty
+
+    def render(rows):
         params = image_parameters(
-            _class_means(labels[part], difficulty),
-            _site_values(sites[part]),
-            indices[part],
+            _class_means(labels[rows], difficulty),
+            _site_values(sites[rows]),
+            indices[rows],
             image_size=image_size,
-            spread=WITHIN_CLASS_SPREAD[0] + WITHIN_CLASS_SPREAD[1] * difficulty,
+            spread=spread,
             seed=seed,
         )
-        chunk_images, chunk_masks = render_chunk(params, image_size, bank)
-        rows = torch.from_numpy(part)
-        images.index_copy_(0, rows, chunk_images)
-        masks.index_copy_(0, rows, chunk_masks)
-    return images, masks, masks_to_boxes(masks)
+        return render_chunk(params, image_size, bank)
 
-
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Bounding boxes ``(x0, y0, x1, y1)`` (exclusive ends) of binary masks (N, 1, H, W).
-
-    An empty mask gets ``(0, 0, 0, 0)``.
-    """
-    if masks.ndim != 4 or masks.shape[1] != 1:
-        raise ValueError(
-            f"masks_to_boxes: 'masks' must have shape (N, 1, H, W), got {tuple(masks.shape)}."
-        )
-    _, _, h, w = masks.shape
-    on = masks[:, 0] > 0.5
-    cols, rows = on.any(dim=1), on.any(dim=2)  # (N, W), (N, H)
-    ar_w, ar_h = torch.arange(w), torch.arange(h)
-    big = max(h, w) + 1
-    x0 = torch.where(cols, ar_w, big).min(dim=1).values
-    x1 = torch.where(cols, ar_w, -1).max(dim=1).values + 1
-    y0 = torch.where(rows, ar_h, big).min(dim=1).values
-    y1 = torch.where(rows, ar_h, -1).max(dim=1).values + 1
-    boxes = torch.stack([x0, y0, x1, y1], dim=1)
-    empty = ~cols.any(dim=1)
-    boxes[empty] = 0
-    return boxes.long()
+    # Render in order of (site blur, site, class): rows that share a blur radius or a structure
+    # then form contiguous spans (views). Every image is computed on its own, so the order
+    # changes no pixel. Chunks of about 2**18 pixels bound memory to a few tens of MB and keep
+    # a chunk's working set small enough for the CPU caches (faster than 2**19 at 32 x 32).
+    site_blur = np.array([s.blur for s in SITE_STYLES])
+    order = np.lexsort((labels, sites, site_blur[sites]))
+    return render_in_chunks(
+        render, n, image_size, channels=3, order=order, chunk_pixels=2**18, min_chunk=8
+    )
 
 
 def synthderm_test_counts(

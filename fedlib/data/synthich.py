@@ -35,18 +35,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fedlib._validation import Interval, Options, check_param
+from fedlib.data._geometry import gaussian_blur, gaussian_kernels, soft_inside
+from fedlib.data._render import check_render_inputs, render_in_chunks
 from fedlib.data.base import FederatedDataset
 from fedlib.data.partitions import federate_from_counts, split_count_table
-from fedlib.data.segmentation import tight_boxes
 from fedlib.data.templates import ICH_CLASSES, scale_template, site_template
 
 __all__ = ["ICHSiteStyle", "ich_site_style", "render_synthich", "synthich"]
 
 EDH, IPH, IVH, SAH, SDH = range(5)
-_CHUNK_PIXELS = 2**17  # images per chunk = this / pixels per image: arrays stay in cache
 _STYLE_KEY = 0x1C4  # separates the site-style stream from the image streams
 
 # Window values (brain window 40/80): HU -> (HU - 0) / 80
@@ -111,45 +110,7 @@ def ich_site_style(site: int) -> ICHSiteStyle:
     )
 
 
-# --------------------------------------------------------------------------- shared helpers
-
-
-def gaussian_kernels(sigma_px: np.ndarray) -> np.ndarray:
-    """Normalised 1-D Gaussian kernels, one row per sigma, radius ``ceil(3 * max sigma)``.
-
-    Shape (N, 2r + 1); a sigma below 0.05 px gives (nearly) the identity kernel.
-    """
-    sigma = np.asarray(sigma_px, dtype=np.float32).reshape(-1)
-    radius = int(np.ceil(3 * float(sigma.max()))) if sigma.size else 0
-    taps = np.arange(-radius, radius + 1, dtype=np.float32)
-    kernel = np.exp(-0.5 * (taps[None] / np.maximum(sigma[:, None], 0.05)) ** 2)
-    return kernel / kernel.sum(axis=1, keepdims=True)
-
-
-def gaussian_blur(images: np.ndarray, sigma_px) -> np.ndarray:
-    """Blur each image of a (N, H, W) stack with its own isotropic Gaussian.
-
-    A separable kernel from :func:`gaussian_kernels` per image (one grouped torch convolution
-    per axis, zero padding). ``sigma_px`` has shape (N,) or broadcasts to it.
-    """
-    n, h, w = images.shape
-    sigma = np.broadcast_to(np.asarray(sigma_px, dtype=np.float32), (n,))
-    kernel = gaussian_kernels(sigma)
-    radius = kernel.shape[1] // 2
-    if radius == 0:
-        return images
-    k = torch.from_numpy(kernel)
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[None]
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius)), k[:, None, :, None], groups=n)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0)), k[:, None, None, :], groups=n)
-    return x[0].numpy()
-
-
-def _soft_inside(signed_px: np.ndarray) -> np.ndarray:
-    """Partial-volume coverage of a pixel from its signed distance (px, negative inside)."""
-    out = np.subtract(0.5, signed_px)
-    np.maximum(out, 0.0, out=out)
-    return np.minimum(out, 1.0, out=out)
+# --------------------------------------------------------------------------- drawing helpers
 
 
 def _ridge(dist_px: np.ndarray, half_width_px: float) -> np.ndarray:
@@ -186,30 +147,6 @@ def _ellipse_edge_px(u, v, cu, cv, au, av, angle, px_per_unit):
     return r2
 
 
-def _check_render_inputs(owner: str, labels, sites, image_size, difficulty, seed, num_classes):
-    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    sites = np.asarray(sites.cpu() if isinstance(sites, torch.Tensor) else sites)
-    if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
-        raise ValueError(f"{owner}: 'labels' must be a 1-D integer array, got {labels.dtype} "
-                         f"with shape {labels.shape}.")
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"{owner}: 'labels' must lie in 0..{num_classes - 1}, got values "
-            f"{labels.min()}..{labels.max()}."
-        )
-    if sites.shape != labels.shape or (sites.size and not np.issubdtype(sites.dtype, np.integer)):
-        raise ValueError(
-            f"{owner}: 'sites' must be a 1-D integer array with one site per label "
-            f"({labels.shape[0]}), got shape {sites.shape}."
-        )
-    if sites.size and sites.min() < 0:
-        raise ValueError(f"{owner}: 'sites' must be >= 0, got {sites.min()}.")
-    check_param(owner, "image_size", image_size, Interval(int, 16, 512))
-    check_param(owner, "difficulty", difficulty, Interval(float, 0, 1))
-    check_param(owner, "seed", seed, Interval(int, 0, None, closed="left"))
-    return labels.astype(np.int64), sites.astype(np.int64)
-
-
 # --------------------------------------------------------------------------- rendering
 
 
@@ -243,24 +180,18 @@ def render_synthich(
     masks : float32 Tensor (N, 1, S, S), 1 on the haemorrhage (never empty)
     boxes : int64 Tensor (N, 4), tight ``(x0, y0, x1, y1)`` of each mask, inclusive-exclusive
     """
-    labels, sites = _check_render_inputs(
+    labels, sites = check_render_inputs(
         "render_synthich", labels, sites, image_size, difficulty, seed, len(ICH_CLASSES)
     )
-    n, s = labels.size, image_size
-    images = np.empty((n, 1, s, s), dtype=np.float32)
-    masks = np.empty((n, 1, s, s), dtype=np.float32)
     styles = {int(k): ich_site_style(int(k)) for k in np.unique(sites)}
     rng = np.random.default_rng(seed)
+
+    def render(rows):
+        return _render_chunk(labels[rows], sites[rows], styles, image_size, float(difficulty), rng)
+
     # Render in label order so that each chunk paints its haemorrhages on contiguous slices.
     order = np.argsort(labels, kind="stable")
-    chunk = max(4, _CHUNK_PIXELS // (s * s))
-    for start in range(0, n, chunk):
-        rows = order[start : start + chunk]
-        img, mask = _render_chunk(labels[rows], sites[rows], styles, s, float(difficulty), rng)
-        images[rows, 0] = img
-        masks[rows, 0] = mask
-    boxes = tight_boxes(masks)
-    return torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(boxes)
+    return render_in_chunks(render, labels.size, image_size, order=order)
 
 
 def _style_array(styles: dict[int, ICHSiteStyle], sites: np.ndarray, field: str) -> np.ndarray:
@@ -296,16 +227,16 @@ def _render_chunk(labels, sites, styles, size, difficulty, rng):
     ppu = col(px_per_unit * half_h)  # pixels per unit of rho (approximately)
 
     # ---- normal anatomy
-    head = _soft_inside((rho - 1.07) * ppu)
-    bone = _soft_inside((rho - 1.0) * ppu)
-    brain = _soft_inside((rho - col(skull_in)) * ppu)
+    head = soft_inside((rho - 1.07) * ppu)
+    bone = soft_inside((rho - 1.0) * ppu)
+    brain = soft_inside((rho - col(skull_in)) * ppu)
     img = _SCALP * head
     img += (_BONE - _SCALP) * bone
     gyri = 0.035 * np.sin(col(rng.integers(7, 12, n)) * phi + col(rng.uniform(0, 6.3, n)))
     cortex_depth = col(skull_in) - 0.13 + gyri
-    grey_white = _soft_inside((cortex_depth - rho) * ppu)  # 1 in the cortex band
+    grey_white = soft_inside((cortex_depth - rho) * ppu)  # 1 in the cortex band
     tissue = _WHITE + (_GREY - _WHITE) * grey_white
-    deep = _soft_inside(_ellipse_edge_px(au, v, 0.26, 0.02, 0.11, 0.19, 0.15, 0.11 * ppu))
+    deep = soft_inside(_ellipse_edge_px(au, v, 0.26, 0.02, 0.11, 0.19, 0.15, 0.11 * ppu))
     tissue += (_DEEP_GREY - tissue) * deep
 
     # sulci: radial CSF lines in the cortex band, distance measured in pixels
@@ -332,7 +263,7 @@ def _render_chunk(labels, sites, styles, size, difficulty, rng):
     )
     vent_edge = np.minimum(horn, atrium)
     septum = np.clip(au * col(px_per_unit) - 0.6, 0, 1)  # septum pellucidum splits the horns
-    ventricles = _soft_inside(vent_edge) * brain * septum
+    ventricles = soft_inside(vent_edge) * brain * septum
     csf = np.maximum(csf_tracks, ventricles)
     tissue += (_CSF - tissue) * csf
     img += (tissue - img) * brain
@@ -424,36 +355,37 @@ def _lateral_angle(rng, n):
 def _paint_extra_axial(g, rng, *, half_width, thickness, crescent):
     """A collection between skull and brain, thickest at the arc's centre.
 
-    Thickness along the arc ``t(d) = t_max (1 - d^2)`` (biconvex lens, EDH) or
+    Per image, the arc's half-width (normalised angle) ``w ~ U(half_width) * f^(1/2)`` and the
+    maximum thickness ``t_max ~ U(thickness) * f`` (``f`` the difficulty's size factor); the
+    thickness along the arc is ``t(d) = t_max (1 - d^2)`` (biconvex lens, EDH) or
     ``t_max sqrt(1 - d^2)`` (flat crescent, SDH), ``d`` the normalised angular distance.
+    Returns the coverage and no oedema.
     """
     n = g["u"].shape[0]
+    width = rng.uniform(*half_width, n).astype(np.float32) * g["size_factor"] ** 0.5
+    t_max = rng.uniform(*thickness, n).astype(np.float32) * g["size_factor"]
     centre = _lateral_angle(rng, n)
-    profile = np.subtract(1.0, _sector_sq(g["phi"], centre, half_width))
+    profile = np.subtract(1.0, _sector_sq(g["phi"], centre, width))
     np.maximum(profile, 0.0, out=profile)
     if crescent:
         np.sqrt(profile, out=profile)
-    inner = g["skull_in"][:, None, None] - thickness[:, None, None] * profile
-    coverage = _soft_inside((inner - g["rho"]) * g["ppu"])
+    inner = g["skull_in"][:, None, None] - t_max[:, None, None] * profile
+    coverage = soft_inside((inner - g["rho"]) * g["ppu"])
     coverage *= profile > 0
     coverage *= g["brain"]
-    return coverage
+    return coverage, None
 
 
 def _paint_edh(g, rng):
-    n = g["u"].shape[0]
-    half_width = rng.uniform(0.28, 0.45, n).astype(np.float32) * g["size_factor"] ** 0.5
-    thickness = rng.uniform(0.13, 0.22, n).astype(np.float32) * g["size_factor"]
-    lens = _paint_extra_axial(g, rng, half_width=half_width, thickness=thickness, crescent=False)
-    return lens, None
+    return _paint_extra_axial(
+        g, rng, half_width=(0.28, 0.45), thickness=(0.13, 0.22), crescent=False
+    )
 
 
 def _paint_sdh(g, rng):
-    n = g["u"].shape[0]
-    half_width = rng.uniform(0.8, 1.4, n).astype(np.float32) * g["size_factor"] ** 0.5
-    thickness = rng.uniform(0.045, 0.085, n).astype(np.float32) * g["size_factor"]
-    crescent = _paint_extra_axial(g, rng, half_width=half_width, thickness=thickness, crescent=True)
-    return crescent, None
+    return _paint_extra_axial(
+        g, rng, half_width=(0.8, 1.4), thickness=(0.045, 0.085), crescent=True
+    )
 
 
 def _paint_iph(g, rng):
@@ -467,9 +399,9 @@ def _paint_iph(g, rng):
     lobes = 1 + 0.18 * np.sin(3 * angle + phase[0]) + 0.08 * np.sin(5 * angle + phase[1])
     edge = radius[:, None, None] * lobes
     px = g["ppu"] / g["half_h"][:, None, None]
-    core = _soft_inside((r - edge) * px) * g["brain"]
+    core = soft_inside((r - edge) * px) * g["brain"]
     strength = rng.uniform(0.3, 1.0, (n, 1, 1)).astype(np.float32)
-    oedema = _soft_inside((r - 1.45 * edge) * px) * g["brain"] * strength
+    oedema = soft_inside((r - 1.45 * edge) * px) * g["brain"] * strength
     return core, oedema
 
 
@@ -510,7 +442,7 @@ def _paint_sah(g, rng):
     n = g["u"].shape[0]
     centre = _lateral_angle(rng, n)
     half_width = rng.uniform(0.6, 1.2, n).astype(np.float32) * g["size_factor"] ** 0.5
-    region = _soft_inside(_sector_sq(g["phi"], centre, half_width) - 1.0)  # fades at the edge
+    region = soft_inside(_sector_sq(g["phi"], centre, half_width) - 1.0)  # fades at the edge
     return g["csf_tracks"] * region, None
 
 
