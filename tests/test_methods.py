@@ -93,6 +93,10 @@ GRADS_01 = {f"creff.grad.{c}.{n}" for c in (0, 1) for n in ("weight", "bias")}
 # personal tensors besides counters); client 0 lacks class 2, so CReFF sends no gradient for it.
 UPLOADED_HEAD = {"local_head.head.weight", "local_head.head.bias"}
 POST = {"personal", "post_local"}
+NORM = {k for k in tiny_cnn().state_dict() if k.startswith(("body.1.", "body.5.", "body.9."))}
+PARAMS = {n for n, _ in tiny_cnn().named_parameters()}
+SERVER_C = {"scaffold.c." + n for n in PARAMS}
+DELTA_C = {"scaffold.dc." + n for n in PARAMS}
 WIRE = {
     "fedavg": (FLOAT, set(), FLOAT, set(), POST, set()),
     "fedprox": (FLOAT, set(), FLOAT, set(), POST, set()),
@@ -108,6 +112,14 @@ WIRE = {
     "fedrod": (FLOAT, set(), FLOAT, set(), {"personal"}, PERSONAL_HEAD),
     "ditto": (FLOAT, set(), FLOAT, set(), {"personal", "personal_model"}, set()),
     "local": (set(), set(), set(), set(), {"personal"}, FLOAT),
+    # FedBN keeps every normalization entry local and uploads them for the evaluation model
+    "fedbn": (FLOAT - NORM, set(), FLOAT - NORM, {"local_head." + k for k in NORM - TRACKED},
+              {"personal"}, NORM - TRACKED),
+    "scaffold": (FLOAT, SERVER_C, FLOAT, DELTA_C, POST | {"control"}, set()),
+    "fedavgm": (FLOAT, set(), FLOAT, set(), POST, set()),
+    "fedadam": (FLOAT, set(), FLOAT, set(), POST, set()),
+    "fedyogi": (FLOAT, set(), FLOAT, set(), POST, set()),
+    "fedavg_ft": (FLOAT, set(), FLOAT, set(), {"personal"}, set()),
 }
 
 

@@ -171,6 +171,7 @@ class Simulation:
             k: v.detach().cpu().clone() for k, v in self.model_.state_dict().items()
         }
         self.state_: GlobalState = algorithm.init_global(self.model_)
+        self.state_.extra["num_clients"] = dataset.num_clients  # the federation's size N
         if round_order == "aggregate_first":
             self._average_client_inits()
         self.client_states_: dict[int, ClientState] = {

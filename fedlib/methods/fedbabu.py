@@ -8,8 +8,9 @@ from typing import ClassVar
 from torch import nn
 
 from fedlib._validation import NONE, AnyOf, Interval, Options
-from fedlib.core.algorithm import LocalContext, has_prefix
+from fedlib.core.algorithm import LocalContext
 from fedlib.methods.fedavg import FedAvg
+from fedlib.methods.finetune import finetune
 
 
 @dataclass(kw_only=True)
@@ -87,10 +88,8 @@ class FedBABU(FedAvg):
     def finetune_for_eval(self, model: nn.Module, ctx: LocalContext) -> None:
         """``ft_epochs`` epochs of the local loss on the client's training data: body and head
         (``babu_ft_part="full"``) or the head alone."""
-        if self.ft_epochs == 0 or len(ctx.data) == 0:
-            return
-        lr = self.lr if self.ft_lr is None else self.ft_lr
-        trainable = None
-        if self.babu_ft_part == "head":
-            trainable = has_prefix(self.head_prefixes, inside=True)
-        self.train_phase(model, ctx, epochs=self.ft_epochs, trainable=trainable, lr=lr)
+        finetune(
+            self, model, ctx, epochs=self.ft_epochs,
+            lr=self.lr if self.ft_lr is None else self.ft_lr,
+            head_prefixes=self.head_prefixes if self.babu_ft_part == "head" else None,
+        )

@@ -58,14 +58,19 @@ class FedPer(FedAvg):
             )
         self.personal_prefixes = tuple(self.personal_prefixes)
 
+    def is_personal(self, key: str, model: nn.Module) -> bool:
+        """Whether state-dict entry ``key`` stays on the client (under ``personal_prefixes``)."""
+        return key.startswith(self.personal_prefixes)
+
     def shared_keys(self, model: nn.Module) -> list[str]:
-        return [k for k in super().shared_keys(model) if not k.startswith(self.personal_prefixes)]
+        return [k for k in super().shared_keys(model) if not self.is_personal(k, model)]
 
     def after_local_training(self, model: nn.Module, ctx: LocalContext) -> None:
         """With ``avg_local``, upload the trained personal tensors in the side channel."""
+        super().after_local_training(model, ctx)
         if self.pfl_global_head == "avg_local":
             for key, value in model.state_dict().items():
-                if key.startswith(self.personal_prefixes) and value.is_floating_point():
+                if self.is_personal(key, model) and value.is_floating_point():
                     ctx.side[UPLOAD_PREFIX + key] = value.detach().cpu().clone()
 
     def process_side(self, state: GlobalState, replies: Sequence[ClientReply]) -> None:
