@@ -41,10 +41,10 @@ def device(prefer: str | None = None) -> torch.device:
 
 def print_config() -> None:
     """Print versions and the compute setup, for bug reports and the top of every chapter."""
-    import fedlib
+    from fedlib._version import __version__
 
     rows = [
-        ("fedlib", fedlib.__version__),
+        ("fedlib", __version__),
         ("python", platform.python_version()),
         ("torch", torch.__version__),
         ("numpy", np.__version__),

@@ -178,12 +178,7 @@ def part_of(module: str) -> str:
 
 #: Circles that are known and reported, with why they exist; each part of the package is
 #: checked for every other circle. Remove an entry once its circle is gone.
-KNOWN_CIRCLES = {
-    frozenset({"fedlib", "fedlib.utils"}): (
-        "fedlib.utils.print_config imports fedlib for __version__, which fedlib/__init__.py "
-        "defines after importing fedlib.utils"
-    ),
-}
+KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 
 
 # ----------------------------------------------------------------------------- the checker
