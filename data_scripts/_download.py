@@ -7,6 +7,8 @@
   with a message that says what to do, instead of hanging.
 - ``extract_zip`` refuses members that would land outside the target folder and extracts into a
   staging folder that is renamed after success.
+- No script destroys a file it did not write in the same run: a file that fails its check (a
+  checksum, an unexpected row count) is moved aside with :func:`move_aside`, which says where.
 
 Standard library only (plus tqdm for the progress bar), so the scripts run wherever fedlib does.
 """
@@ -37,6 +39,7 @@ __all__ = [
     "fail",
     "fetch_json",
     "file_digest",
+    "move_aside",
     "verify_checksum",
 ]
 
@@ -121,10 +124,9 @@ def download(
         try:
             verify_checksum(dest, md5=md5, sha256=sha256)
             return dest
-        except ChecksumError:
-            print(f"{dest.name}: existing file does not match its checksum, downloading again.",
-                  file=sys.stderr)
-            dest.unlink()
+        except ChecksumError as error:
+            move_aside(dest, f"does not match its published checksum ({error})")
+            print(f"{dest.name}: downloading it again.", file=sys.stderr)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.is_file() else 0
     try:
@@ -231,6 +233,24 @@ def extract_zip(zip_path: str | os.PathLike[str], target: str | os.PathLike[str]
     os.replace(source, target)
     if staging.exists():
         shutil.rmtree(staging)
+    return target
+
+
+def move_aside(path: str | os.PathLike[str], reason: str) -> Path:
+    """Rename ``path`` to a free name ``<name>.rejected[.N]`` next to it and say so.
+
+    Used instead of deleting a file the script did not write in this run (it may be the user's
+    own copy); returns the new path.
+    """
+    path = Path(path)
+    target = path.with_name(path.name + ".rejected")
+    count = 1
+    while target.exists() or target.is_symlink():
+        target = path.with_name(f"{path.name}.rejected.{count}")
+        count += 1
+    os.replace(path, target)
+    print(f"{path}: {reason}; moved aside to {target} (nothing was deleted: check it, then "
+          "delete it yourself).", file=sys.stderr)
     return target
 
 

@@ -40,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     target = folder / "Dataset_BUSI_with_GT"
     try:
         if not target.is_dir():
+            zip_was_there = (folder / "Dataset_BUSI.zip").is_file()
             zip_path = dl.download(BUSI_URL, folder / "Dataset_BUSI.zip", md5=BUSI_MD5,
                                    timeout=args.timeout, progress=not args.no_progress)
             dl.extract_zip(zip_path, target)
-            if not args.keep_zip:
-                zip_path.unlink()
+            if not args.keep_zip and not zip_was_there:
+                zip_path.unlink()  # downloaded by this run; a zip the user put there is kept
         data = busi_dataset(dataset_dir=target, image_size=None)
     except dl.DownloadError as error:
         return dl.fail(str(error))

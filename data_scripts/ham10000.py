@@ -80,13 +80,16 @@ def fetch(entries: dict[str, dict], name: str, dest: Path, args) -> Path:
 
 
 def check_metadata(path: Path) -> None:
-    """Check the table by content (it has no usable checksum); a bad file is deleted."""
+    """Check the table by content (it has no usable checksum); a bad file is moved aside
+    (never deleted: it may be the user's own), so the next run fetches a fresh one."""
     try:
         meta = read_csv_columns(path, HAM10000_METADATA_COLUMNS, what="HAM10000 metadata CSV")
         if len(meta) != EXPECTED_IMAGES:
             raise ValueError(f"{path}: expected {EXPECTED_IMAGES} rows, found {len(meta)}.")
-    except ValueError:
-        path.unlink(missing_ok=True)
+    except ValueError as error:
+        if path.is_file():
+            aside = dl.move_aside(path, "not the HAM10000 metadata table")
+            raise ValueError(f"{error} It was moved aside to {aside}.") from error
         raise
 
 
@@ -114,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         check_metadata(metadata)
         for name in missing:
             target = folder / name[: -len(".zip")]
+            zip_was_there = (folder / name).is_file()
             zip_path = fetch(entries, name, folder / name, args)
             dl.extract_zip(zip_path, target)
-            if not args.keep_zip:
-                zip_path.unlink()
+            if not args.keep_zip and not zip_was_there:
+                zip_path.unlink()  # downloaded by this run; a zip the user put there is kept
         data = load_ham10000(dataset_dir=folder, with_masks=not args.no_masks, image_size=None)
     except dl.DownloadError as error:
         return dl.fail(str(error))

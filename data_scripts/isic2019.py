@@ -67,15 +67,18 @@ def _preprocess_pair(pair: tuple[Path, Path]) -> None:
 
 
 def check_split(path: Path) -> None:
-    """Check FLamby's split by content (no checksum is published); a bad file is deleted."""
+    """Check FLamby's split by content (no checksum is published); a bad file is moved aside
+    (never deleted: it may be the user's own), so the next run fetches a fresh one."""
     try:
         split = read_csv_columns(path, ("image", "center", "fold"), what="FLamby split file")
         centres = sorted(int(c) for c in set(split["center"]))
         if len(split) != EXPECTED_SPLIT_ROWS or centres != list(range(6)):
             raise ValueError(f"{path}: expected {EXPECTED_SPLIT_ROWS} rows and centres 0..5, "
                              f"found {len(split)} rows and centres {centres}.")
-    except ValueError:
-        path.unlink(missing_ok=True)
+    except ValueError as error:
+        if path.is_file():
+            aside = dl.move_aside(path, "not FLamby's split file")
+            raise ValueError(f"{error} It was moved aside to {aside}.") from error
         raise
 
 
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     raw_dir = folder / "ISIC_2019_Training_Input"
     try:
+        zip_path = folder / "ISIC_2019_Training_Input.zip"
+        zip_was_there = zip_path.is_file()
         if not args.skip_download:
             for filename, (url, md5) in FILES.items():
                 if filename.endswith(".zip") and raw_dir.is_dir():
@@ -103,11 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                 dl.download(url, folder / filename, md5=md5, timeout=args.timeout,
                             progress=not args.no_progress)
         check_split(folder / "train_test_split")
-        zip_path = folder / "ISIC_2019_Training_Input.zip"
         if not raw_dir.is_dir():
             dl.extract_zip(zip_path, raw_dir)
-        if not args.keep_zip and zip_path.is_file():
-            zip_path.unlink()
+        if not args.keep_zip and zip_path.is_file() and not zip_was_there:
+            zip_path.unlink()  # downloaded by this run; a zip the user put there is kept
     except dl.DownloadError as error:
         return dl.fail(str(error))
     except (OSError, ValueError) as error:

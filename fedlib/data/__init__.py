@@ -3,6 +3,7 @@
 Every source yields a :class:`FederatedDataset`; :func:`load_dataset` builds one by name.
 """
 
+from fedlib.data.arrays import from_arrays, load_npz
 from fedlib.data.base import ArrayDataset, FederatedDataset, dataset_labels
 from fedlib.data.partitions import (
     dirichlet_partition,
@@ -30,7 +31,9 @@ __all__ = [
     "dataset_labels",
     "dirichlet_partition",
     "federate",
+    "from_arrays",
     "load_dataset",
+    "load_npz",
     "longtail_counts",
     "longtail_subsample",
     "natural_partition",

@@ -16,7 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ArrayDataset", "FederatedDataset", "content_digest", "dataset_labels"]
+__all__ = [
+    "ArrayDataset",
+    "FederatedDataset",
+    "concat_datasets",
+    "content_digest",
+    "dataset_labels",
+    "take_rows",
+]
 
 
 class ArrayDataset(Dataset):
@@ -129,6 +136,10 @@ class FederatedDataset:
 
     def __post_init__(self) -> None:
         ids = sorted(self.train)
+        if not ids:
+            raise ValueError(
+                f"FederatedDataset: {self.name!r} has no clients (its split lists none)."
+            )
         if ids != list(range(len(ids))):
             raise ValueError(
                 f"FederatedDataset: client ids must be 0..K-1, got {ids[:10]}"
@@ -172,10 +183,11 @@ class FederatedDataset:
 
     def pooled(self, split: str = "test") -> Dataset:
         """All clients' data of one split as one dataset (client order)."""
-        parts = [self._split(split)[k] for k in self.client_ids()]
-        if all(isinstance(p, ArrayDataset) for p in parts):
-            return ArrayDataset.concatenate(parts)  # type: ignore[arg-type]
-        return _LabeledConcat(parts)
+        return concat_datasets([self._split(split)[k] for k in self.client_ids()])
+
+    def empty_clients(self, split: str = "train") -> list[int]:
+        """The ids of the clients whose ``split`` holds no example."""
+        return [k for k in self.client_ids() if len(self._split(split)[k]) == 0]
 
     def pooled_test(self) -> Dataset:
         """The test set of generalization: the union of the clients' distinct test splits.
@@ -204,9 +216,7 @@ class FederatedDataset:
             )
         if len(parts) == 1:
             return parts[0]
-        if all(isinstance(p, ArrayDataset) for p in parts):
-            return ArrayDataset.concatenate(parts)  # type: ignore[arg-type]
-        return _LabeledConcat(parts)
+        return concat_datasets(parts)
 
     def fingerprint(self) -> str:
         """A sha256 hex digest of what defines the data, stable across processes.
@@ -253,6 +263,43 @@ class FederatedDataset:
         if split == "test":
             return self.test
         raise ValueError(f"FederatedDataset: 'split' must be 'train' or 'test', got {split!r}.")
+
+
+def concat_datasets(parts: Sequence[Dataset]) -> Dataset:
+    """One dataset holding ``parts`` in order, of the parts' own kind when they share one.
+
+    Parts of one class with a ``concatenate`` static method (:class:`ArrayDataset`, the lazy
+    ``ImageFileDataset``) are joined by it; anything else becomes a ``ConcatDataset`` that keeps
+    ``labels``.
+    """
+    if not parts:
+        raise ValueError("concat_datasets: 'parts' must not be empty.")
+    kind = type(parts[0])
+    joiner = getattr(kind, "concatenate", None)
+    if callable(joiner) and all(type(p) is kind for p in parts):
+        try:
+            return joiner(parts)
+        except ValueError:  # e.g. lazy files decoded with different options
+            pass
+    return _LabeledConcat(parts)
+
+
+def take_rows(dataset: Dataset, indices: Sequence[int] | np.ndarray) -> Dataset:
+    """The rows ``indices`` of ``dataset``: its own ``subset`` when it has one (in-memory copy
+    or lazy file list), else a ``Subset`` that keeps ``labels``."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    subset = getattr(dataset, "subset", None)
+    if callable(subset):
+        return subset(idx)
+    return _LabeledSubset(dataset, idx)
+
+
+class _LabeledSubset(torch.utils.data.Subset):
+    """A torch Subset that keeps a ``labels`` attribute."""
+
+    def __init__(self, dataset: Dataset, indices: np.ndarray):
+        super().__init__(dataset, indices.tolist())
+        self.labels = torch.as_tensor(dataset_labels(dataset)[indices])
 
 
 class _LabeledConcat(torch.utils.data.ConcatDataset):

@@ -23,9 +23,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import Dataset
 
-from fedlib._validation import InstanceOf, Interval, check_param
-from fedlib.data.base import ArrayDataset, FederatedDataset
+from fedlib._validation import InstanceOf, Interval, Options, check_param
+from fedlib.data.base import ArrayDataset, FederatedDataset, dataset_labels, take_rows
 
 __all__ = [
     "check_partition",
@@ -37,6 +38,7 @@ __all__ = [
     "natural_partition",
     "partition_stats",
     "pathological_partition",
+    "proportional_test_indices",
     "split_count_table",
     "stratified_split",
 ]
@@ -44,8 +46,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- helpers
 
-_ARRAY_DATASET = InstanceOf(ArrayDataset, description="an ArrayDataset")
-_ARRAY_DATASET_OR_NONE = InstanceOf(ArrayDataset, type(None), description="an ArrayDataset or None")
+_LABELED_DATASET = InstanceOf(Dataset, description="a torch Dataset with 'labels'")
 
 
 def _as_labels(owner: str, labels, name: str = "labels") -> np.ndarray:
@@ -500,12 +501,68 @@ def stratified_split(labels, test_frac: float, seed: int = 0) -> tuple[np.ndarra
     return cat(train), cat(test)
 
 
+LOCAL_TEST = ("split", "proportional")
+
+
+def proportional_test_indices(
+    train_labels, test_labels, num_classes: int | None = None, seed: int = 0
+) -> np.ndarray:
+    """Rows of a (balanced) global test set in proportion to one client's training labels.
+
+    With training counts :math:`n_c` and global test counts :math:`m_c`, the client's local test
+    set holds :math:`t_c = \\lfloor s \\, n_c \\rfloor` images of class ``c``, with the largest
+    scale the global test set can supply, :math:`s = \\min_{c:\\,n_c>0,\\,m_c>0} m_c / n_c`;
+    the client's most over-represented class (relative to the test set) uses all its test
+    images. Classes the client does not train on get none; classes absent from the global
+    test set are skipped. The rows of each class are drawn without replacement with ``seed``.
+    This is the ``local_test="proportional"`` protocol of FedLoGe and FedGraB (``evaluation.md``
+    §3.4).
+
+    Returns
+    -------
+    ndarray of int64: sorted indices into ``test_labels``.
+
+    References
+    ----------
+    Xiao et al., "FedLoGe: Joint local and generic federated learning under long-tailed data",
+    ICLR 2024, arXiv:2401.08977; Xiao et al., "FedGraB: Federated long-tailed learning with
+    self-adjusting gradient balancer", NeurIPS 2023, arXiv:2311.07844.
+
+    Training counts (6, 3, 0) and a test set of 4 per class: ``s = min(4/6, 4/3)``, so the
+    local test set holds (4, 2, 0) images:
+
+    >>> test_labels = np.repeat([0, 1, 2], 4)
+    >>> rows = proportional_test_indices([0] * 6 + [1] * 3, test_labels)
+    >>> np.bincount(test_labels[rows], minlength=3).tolist()
+    [4, 2, 0]
+    """
+    owner = "proportional_test_indices"
+    y_train = _as_labels(owner, train_labels, "train_labels")
+    y_test = _as_labels(owner, test_labels, "test_labels")
+    _check_seed(owner, seed)
+    size = max(int(y_train.max()) + 1 if y_train.size else 0,
+               int(y_test.max()) + 1 if y_test.size else 0)
+    num_classes = _resolve_num_classes(owner, np.arange(size), num_classes)
+    n = np.bincount(y_train, minlength=num_classes)
+    m = np.bincount(y_test, minlength=num_classes)
+    usable = (n > 0) & (m > 0)
+    if not usable.any():
+        return np.zeros(0, dtype=np.int64)
+    scale = float(np.min(m[usable] / n[usable]))
+    target = np.where(usable, np.floor(scale * n + 1e-9), 0).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(y_test == c))[: target[c]]
+              for c in range(num_classes)]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
 def federate(
-    dataset: ArrayDataset,
+    dataset: Dataset,
     parts: Sequence[np.ndarray],
     *,
-    test: ArrayDataset | None = None,
+    test: Dataset | None = None,
     test_frac: float = 0.2,
+    local_test: str = "split",
     class_names: Sequence[str] | None = None,
     client_names: Sequence[str] | None = None,
     name: str = "federated",
@@ -513,24 +570,31 @@ def federate(
 ) -> FederatedDataset:
     """Build a :class:`FederatedDataset` from a pooled dataset and per-client index lists.
 
-    Two test protocols (``evaluation.md`` §1):
+    Three test protocols (``evaluation.md`` §1 and §3.4):
 
     * ``test=None`` (natural sites): each client's rows ``parts[k]`` are split class by class
       into train and test with :func:`stratified_split` (``test_frac``, default 0.2); the pooled
       test set is the union of the client test splits.
-    * ``test=<ArrayDataset>`` (the Fed-LT recipe): every client trains on all of ``parts[k]``
-      and every client's test split is this one shared (balanced) dataset; it is also stored as
-      ``info["global_test"]``. Use that for generalization: ``pooled("test")`` would repeat it
-      once per client.
+    * ``test=<dataset>`` (the Fed-LT recipe): every client trains on all of ``parts[k]`` and
+      every client's test split is this one shared (balanced) dataset; it is also stored as
+      ``info["global_test"]``, which :meth:`FederatedDataset.pooled_test` returns for
+      generalization (``pooled("test")`` would repeat it once per client).
+    * ``test=<dataset>, local_test="proportional"`` (FedLoGe, FedGraB): as above, but client
+      ``k``'s test split is sampled from ``test`` in proportion to its training labels
+      (:func:`proportional_test_indices`, seed ``seed + k``); generalization still uses
+      ``test``.
 
     Parameters
     ----------
-    dataset : ArrayDataset
-        The pooled data that ``parts`` index into.
+    dataset : Dataset with ``labels``
+        The pooled data that ``parts`` index into: an :class:`ArrayDataset` (clients get
+        in-memory copies) or a lazily decoded one (clients get lazy subsets).
     parts : list of index arrays
         Must not assign an index twice (indices left out are simply unused, e.g. after a
         long-tail subsample).
     test, test_frac : see above (``test_frac`` in [0, 1) is ignored when ``test`` is given).
+    local_test : {"split", "proportional"}, default "split"
+        "proportional" needs ``test``.
     class_names : sequence of str, optional
         Default ``"class 0"``, ``"class 1"``, ...
     client_names : sequence of str, optional
@@ -539,30 +603,44 @@ def federate(
         Seed of the stratified split (client ``k`` uses ``seed + k``).
     """
     owner = "federate"
-    check_param(owner, "dataset", dataset, _ARRAY_DATASET)
+    check_param(owner, "dataset", dataset, _LABELED_DATASET)
     check_partition(parts, len(dataset), owner=owner)
     _check_seed(owner, seed)
+    check_param(owner, "local_test", local_test, Options(LOCAL_TEST))
     if test is not None:
-        check_param(owner, "test", test, _ARRAY_DATASET_OR_NONE)
+        check_param(owner, "test", test, _LABELED_DATASET)
     else:
         check_param(owner, "test_frac", test_frac, Interval(float, 0, 1, closed="left"))
-    labels = dataset.labels.cpu().numpy()
+        if local_test == "proportional":
+            raise ValueError(
+                f"{owner}: 'local_test'='proportional' samples each client's test split from a "
+                "global test set; pass it as 'test'."
+            )
+    labels = dataset_labels(dataset)
+    test_labels = dataset_labels(test) if test is not None else np.zeros(0, np.int64)
     if class_names is None:
-        num_classes = int(labels.max()) + 1 if labels.size else 0
-        if test is not None and len(test):
-            num_classes = max(num_classes, int(test.labels.max()) + 1)
+        num_classes = max(int(labels.max()) + 1 if labels.size else 0,
+                          int(test_labels.max()) + 1 if test_labels.size else 0)
         class_names = tuple(f"class {c}" for c in range(num_classes))
     train_sets, test_sets = {}, {}
     for k, idx in enumerate(parts):
         idx = np.asarray(idx, dtype=np.int64)
         if test is None:
             tr, te = stratified_split(labels[idx], test_frac, seed + k)
-            train_sets[k] = dataset.subset(idx[tr])
-            test_sets[k] = dataset.subset(idx[te])
+            train_sets[k] = take_rows(dataset, idx[tr])
+            test_sets[k] = take_rows(dataset, idx[te])
+        elif local_test == "proportional":
+            train_sets[k] = take_rows(dataset, idx)
+            rows = proportional_test_indices(labels[idx], test_labels, len(class_names), seed + k)
+            test_sets[k] = take_rows(test, rows)
         else:
-            train_sets[k] = dataset.subset(idx)
+            train_sets[k] = take_rows(dataset, idx)
             test_sets[k] = test
-    info: dict = {"test_protocol": "per_client_split" if test is None else "shared"}
+    info: dict = {
+        "test_protocol": "per_client_split" if test is None else (
+            "proportional" if local_test == "proportional" else "shared"
+        )
+    }
     if test is None:
         info["test_frac"] = test_frac
     else:

@@ -25,6 +25,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_save_image",
     "image_to_tensor",
+    "layout_hint",
     "mask_to_tensor",
     "missing_files_error",
     "natural_key",
@@ -42,10 +43,40 @@ class DataFormatError(ValueError):
     """A data file exists but its content is not what the loader expects."""
 
 
+def layout_hint(path: Path) -> str:
+    """What was found near a missing ``path``, and what to do (empty if nothing useful).
+
+    Looks for the usual unpacking mistakes: a name that differs only in case
+    (``ham10000_images_part_1``), and the file or folder one folder too deep
+    (``Dataset_BUSI_with_GT/Dataset_BUSI_with_GT/benign``, a Kaggle download nested in its own
+    folder). The parent folders are searched the same way when they are missing too.
+    """
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        return layout_hint(parent) if parent != path and str(parent) not in ("", ".") else ""
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return ""
+    for entry in entries:
+        if entry.name != path.name and entry.name.lower() == path.name.lower():
+            return (f"Found {entry} instead: names are case-sensitive; rename it to "
+                    f"{path.name}.")
+    for entry in sorted(entries):
+        if entry.is_dir() and (entry / path.name).exists():
+            return (f"Found it one folder deeper, at {entry / path.name}: move the contents of "
+                    f"{entry} up into {parent} (or point the loader at {entry}).")
+    return ""
+
+
 def _require(path: Path, what: str, hint: str, exists) -> Path:
     path = Path(path)
     if not exists(path):
         message = f"{what} not found: {path}"
+        layout = layout_hint(path)
+        if layout:
+            message += f". {layout}"
         if hint:
             message += f". {hint}"
         raise FileNotFoundError(message)
@@ -67,6 +98,9 @@ def missing_files_error(paths: Sequence[Path], what: str, hint: str = "") -> Fil
     shown = ", ".join(str(p) for p in paths[:5])
     more = f" (and {len(paths) - 5} more)" if len(paths) > 5 else ""
     message = f"{len(paths)} {what} not found: {shown}{more}"
+    layout = layout_hint(Path(paths[0])) if paths else ""
+    if layout:
+        message += f". {layout}"
     if hint:
         message += f". {hint}"
     return FileNotFoundError(message)
@@ -81,6 +115,8 @@ def read_csv_columns(
     the missing columns and the columns found otherwise.
     """
     path = require_file(path, what)
+    if path.stat().st_size == 0:
+        raise DataFormatError(f"{path}: the {what} is empty (0 bytes).")
     try:
         frame = pd.read_csv(path, **read_kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:

@@ -95,6 +95,13 @@ def busi_dataset(
         if unmasked:
             raise DataFormatError(f"{class_dir}: image(s) without a '_mask' file, e.g. "
                                   f"{images[unmasked[0]].name!r}.")
+        if not images:
+            found = sorted(p.name for p in class_dir.iterdir())[:3]
+            raise DataFormatError(
+                f"{class_dir}: the class folder {name!r} holds no image"
+                + (f" (found {', '.join(found)})" if found else " (it is empty)")
+                + f"; every class needs images named like '{name} (1).png'. {_HINT}"
+            )
         for stem in sorted(images, key=natural_key):
             paths.append(images[stem])
             mask_groups.append([path for _, path in sorted(masks[stem])])

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from fedlib.data.base import ArrayDataset, FederatedDataset, dataset_labels
+from fedlib.data.base import ArrayDataset, FederatedDataset, take_rows
 from fedlib.data.real._io import (
     DEFAULT_MAX_PIXELS,
     DataFormatError,
@@ -172,6 +172,34 @@ class ImageFileDataset(Dataset):
         new.mask_paths = None if self.mask_paths is None else [self.mask_paths[i] for i in idx]
         return new
 
+    @staticmethod
+    def concatenate(parts: Sequence[ImageFileDataset]) -> ImageFileDataset:
+        """Join lazy datasets read with the same options (size, channels, reader, transform).
+
+        Masks are kept only when every part has them. Raises ``ValueError`` when the parts
+        decode differently (then :func:`fedlib.data.base.concat_datasets` falls back to a
+        ``ConcatDataset``).
+        """
+        if not parts:
+            raise ValueError("ImageFileDataset.concatenate: 'parts' must not be empty.")
+        first = parts[0]
+        options = ("image_size", "channels", "reader", "transform", "max_pixels")
+        for part in parts[1:]:
+            differ = [o for o in options if getattr(part, o) != getattr(first, o)]
+            if differ:
+                raise ValueError(
+                    f"ImageFileDataset.concatenate: the parts differ in {', '.join(differ)}."
+                )
+        new = object.__new__(type(first))
+        new.__dict__.update(first.__dict__)
+        new.paths = [path for part in parts for path in part.paths]
+        new.labels = torch.cat([part.labels for part in parts])
+        masks = [part.mask_paths for part in parts]
+        new.mask_paths = (
+            [group for m in masks for group in m] if all(m is not None for m in masks) else None
+        )
+        return new
+
     def materialize(self) -> ArrayDataset:
         """Decode every item into an in-memory :class:`ArrayDataset` (with masks if present).
 
@@ -198,21 +226,6 @@ class ImageFileDataset(Dataset):
             f"{type(self).__name__}(n={len(self)}, image_size={self.image_size}, "
             f"channels={self.channels}, masks={self.has_masks})"
         )
-
-
-class _LabeledSubset(torch.utils.data.Subset):
-    """A torch Subset that keeps a ``labels`` attribute (for datasets without ``subset``)."""
-
-    def __init__(self, dataset: Dataset, indices: np.ndarray):
-        super().__init__(dataset, indices.tolist())
-        self.labels = torch.as_tensor(dataset_labels(dataset)[indices])
-
-
-def _take(dataset: Dataset, indices: np.ndarray) -> Dataset:
-    subset = getattr(dataset, "subset", None)
-    if callable(subset):
-        return subset(indices)
-    return _LabeledSubset(dataset, indices)
 
 
 def _check_index_lists(
@@ -279,10 +292,10 @@ def federate_by_indices(
             )
         test_parts = _check_index_lists(owner, "client_test_indices", client_test_indices,
                                         len(test))
-        test_sets = {k: _take(test, part) for k, part in enumerate(test_parts)}
+        test_sets = {k: take_rows(test, part) for k, part in enumerate(test_parts)}
     return FederatedDataset(
         name=name,
-        train={k: _take(train, part) for k, part in enumerate(train_parts)},
+        train={k: take_rows(train, part) for k, part in enumerate(train_parts)},
         test=test_sets,
         class_names=tuple(class_names),
         client_names=tuple(client_names) if client_names is not None else (),

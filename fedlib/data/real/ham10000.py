@@ -28,6 +28,7 @@ from fedlib.data.base import FederatedDataset
 from fedlib.data.real._io import (
     DEFAULT_MAX_PIXELS,
     DataFormatError,
+    layout_hint,
     missing_files_error,
     read_csv_columns,
 )
@@ -149,9 +150,10 @@ def load_ham10000(
     if images_dirs is None:
         folders = [root / name for name in _IMAGE_FOLDERS if (root / name).is_dir()]
         if not folders:
+            hints = [h for h in (layout_hint(root / name) for name in _IMAGE_FOLDERS) if h]
             raise FileNotFoundError(
                 f"HAM10000 image folder not found: none of {', '.join(_IMAGE_FOLDERS)} in "
-                f"{root}. {_HINT}"
+                f"{root}. " + (f"{hints[0]} " if hints else "") + _HINT
             )
     else:
         folders = [Path(p) for p in images_dirs]

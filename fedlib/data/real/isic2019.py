@@ -124,6 +124,9 @@ def load_isic2019(
 
     split = read_csv_columns(split_path, ("image", "center", "fold"),
                              what="FLamby ISIC-2019 split file", dtype={"image": str})
+    if split.empty:
+        raise DataFormatError(f"{split_path}: the split file lists no image (a header only); "
+                              f"FLamby's file has 23,247 rows. {_HINT}")
     folds = set(split["fold"].astype(str))
     if not folds <= {"train", "test"}:
         raise DataFormatError(f"{split_path}: column 'fold' must hold 'train' or 'test', found "

@@ -29,6 +29,7 @@ __all__ = [
     "MEDMNIST_SIZES",
     "federate_medmnist",
     "load_medmnist",
+    "medmnist_dataset",
     "medmnist_class_names",
     "medmnist_path",
 ]
@@ -205,4 +206,28 @@ def federate_medmnist(
         client_test_indices=client_test_indices,
         class_names=class_names,
         info={"source": "MedMNIST", "file": text},
+    )
+
+
+def medmnist_dataset(
+    name: str, *, size: int = 28, root: str | os.PathLike[str] | None = None
+) -> FederatedDataset:
+    """A MedMNIST dataset as one client (``train`` and ``test`` splits; ``val`` is not used).
+
+    What ``load_dataset("medmnist:<name>")`` reads. MedMNIST has no sites: re-partition it
+    (``partition="dirichlet"``, optionally with ``imbalance_factor``) to federate it.
+    """
+    class_names = medmnist_class_names(name)
+    splits = load_medmnist(name, size=size, root=root)
+    top = max(int(splits[s].labels.max()) for s in ("train", "test") if len(splits[s])) + 1
+    if top > len(class_names):
+        raise DataFormatError(f"{medmnist_path(name, size, root)}: labels go up to {top - 1}, "
+                              f"but {name} has {len(class_names)} classes.")
+    return FederatedDataset(
+        name=f"MedMNIST {name}",
+        train={0: splits["train"]},
+        test={0: splits["test"]},
+        class_names=class_names,
+        client_names=(name,),
+        info={"source": "MedMNIST (Yang et al. 2023)", "size": size},
     )

@@ -33,6 +33,7 @@ from fedlib.data.base import FederatedDataset
 from fedlib.data.real._io import (
     DEFAULT_MAX_PIXELS,
     DataFormatError,
+    layout_hint,
     missing_files_error,
     read_csv_columns,
     require_dir,
@@ -170,6 +171,17 @@ def load_rsna_ich(
     root = Path(dataset_dir) if dataset_dir is not None else data_root(root) / "rsna_ich"
     if split_file is None:
         split_file = root / "ich_split_10clients.json"
+        if not Path(split_file).is_file():
+            nearby = layout_hint(Path(split_file))
+            raise FileNotFoundError(
+                f"RSNA-ICH client split not found: {split_file}. "
+                + (f"{nearby} " if nearby else "")
+                + "It is the authors' 10-client split, converted to JSON by `python "
+                "data_scripts/rsna_ich.py` (which needs internet once). Offline: copy "
+                "ich_split_10clients.json from a machine that ran the script into "
+                f"{root}, or pass split_file= (a JSON/CSV split, see "
+                "fedlib.data.real.splits)."
+            )
     split = read_client_split(split_file)
 
     if label_source == "split":
