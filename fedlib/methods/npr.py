@@ -8,8 +8,9 @@ cross-entropy of the standardized max-cosine class scores to the classification 
 sub-centroids are constants of the loss and never leave the client: only the backbone learns
 from them.
 
-The functions here are the maths, over plain tensors; :class:`fedlib.methods.fednpr.NPR` plugs
-them into the protocol's hooks.
+The functions here are the maths, over plain tensors; :class:`NPR` plugs them into the
+protocol's hooks, as a mixin that adds the term to any classification method
+(:func:`with_npr`, or ``get_method(name, npr=True)``).
 
 References
 ----------
@@ -22,17 +23,26 @@ Caron et al., NeurIPS 2020, arXiv:2006.09882.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from fedlib._validation import Interval, Options, check_param
+from fedlib.core.algorithm import Algorithm, LocalContext
+from fedlib.core.batches import iterate_batches
+from fedlib.core.simulation import derive_seed
 
 __all__ = [
     "ASSIGNMENTS",
     "EMPTY_GROUPS",
     "LAMBDA_FORMS",
+    "NPR",
     "init_sub_centroids",
     "npr_loss",
     "npr_objective",
@@ -40,6 +50,7 @@ __all__ = [
     "random_assign",
     "refresh_sub_centroids",
     "sinkhorn_assign",
+    "with_npr",
 ]
 
 ASSIGNMENTS = ("sinkhorn", "random")
@@ -350,3 +361,227 @@ def npr_objective(
     if form == "code":
         return loss + npr + npr_lambda
     return loss + npr_lambda * npr
+
+
+# --------------------------------------------------------------------------- the plug-in
+SUB_CENTROIDS = "sub_centroids"
+"""Client-state entry of the sub-centroid bank, shape (C, K, d), on the CPU."""
+BANK = "npr_bank"
+"""``LocalContext.extras`` entry: this round's bank on the training device."""
+NPR_SEED_TAG = 7
+"""Last part of the seed of the refresh's own generator, ``(round seed, NPR_SEED_TAG)``: the
+initial bank and random assignments never draw from the training generator."""
+
+
+@contextmanager
+def recorded_features(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Record the outputs of ``model.features`` while the block runs.
+
+    The method's own forward pass computes the features its classifier reads; recording them
+    lets NPR reuse them (``npr_feature_pass="shared"``) without a second forward pass and
+    without any change to the method's code. The instance attribute that shadows the bound
+    method is removed on exit.
+    """
+    captured: list[torch.Tensor] = []
+    original = model.features
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        h = original(x)
+        captured.append(h)
+        return h
+
+    model.__dict__["features"] = features
+    try:
+        yield captured
+    finally:
+        del model.__dict__["features"]
+
+
+@dataclass(kw_only=True)
+class NPR:
+    r"""Mixin: adds the NPR term to a classification method's local loss.
+
+    Client k keeps a sub-centroid bank :math:`\mu \in \mathbb{R}^{C \times K \times d}` in its
+    state (``ClientState.method["sub_centroids"]``; it never crosses the wire). Each round,
+    before local training and with the model just received, it re-estimates the bank from its
+    training features (:func:`refresh_sub_centroids`); every batch then minimizes
+
+    .. math::
+
+        L_k = L_{method}(x, y) + \lambda\, \mathrm{CE}(\tilde s(f(x)), y)
+
+    (:func:`npr_loss`, :func:`npr_objective`), where :math:`f(x)` is the pooled backbone
+    feature that feeds the classifier (``model.features``; for MOON before the projection head,
+    for two-head models the shared feature) and :math:`L_{method}` is the method's own local
+    loss, untouched. NPR is not used at prediction time.
+
+    Compose with :func:`with_npr` (``get_method(name, npr=True)``); :class:`FedNPR` is
+    FedAvg with balanced softmax and NPR.
+
+    Parameters
+    ----------
+    npr : bool, default True
+        Marks the composed method (``get_method``'s switch; always True here).
+    npr_lambda : float >= 0, default 0.05
+        :math:`\lambda`, the intended weight. The released code adds it instead of multiplying
+        (``npr_lambda_form="code"``): its effective NPR weight is 1.0.
+    npr_lambda_form : {"paper", "code"}, default "paper"
+        ``L + lambda L_NPR``, or the code's ``L + L_NPR + lambda``.
+    npr_K : int >= 1, default 4
+        Sub-centroids per class; 1 gives the class-mean variant.
+    npr_assign : {"sinkhorn", "random"}, default "sinkhorn"
+        Balanced Sinkhorn-Knopp assignment (the intent), or the released code's effective
+        uniform random assignment.
+    npr_sinkhorn_eps : float > 0, default 0.05
+    npr_sinkhorn_iters : int >= 1, default 3
+    npr_momentum : float in [0, 1), default 0.0
+        Blend with the previous bank (the code: 0; DNC: 0.999).
+    npr_refresh_pass : {"eval_clean", "code"}, default "eval_clean"
+        The refresh's forward pass: eval mode ("eval_clean"), or as the code does, train mode
+        in round 0 (BatchNorm uses and updates batch statistics) and eval mode afterwards.
+        fedlib's datasets have no training augmentation, so the code's augmented refresh
+        images are the clean ones here.
+    npr_empty_group : {"keep_previous", "zero"}, default "keep_previous"
+        A sub-centroid that receives no sample keeps its value, or becomes zero (the code).
+    npr_feature_pass : {"shared", "second"}, default "shared"
+        Reuse the features of the method's own forward pass, or run a second forward pass for
+        them (the code; same values, but BatchNorm statistics are updated twice).
+
+    References
+    ----------
+    Wicaksana, Yan, Cheng, arXiv:2407.12446 (2024); github.com/Jwicaksana/FedNPR.
+    """
+
+    client_state_fields: ClassVar[dict[str, str]] = {
+        SUB_CENTROIDS: "the NPR sub-centroid bank, (C, K, d), refreshed every round (CPU)",
+    }
+
+    npr: bool = True
+    npr_lambda: float = 0.05
+    npr_lambda_form: str = "paper"
+    npr_K: int = 4
+    npr_assign: str = "sinkhorn"
+    npr_sinkhorn_eps: float = 0.05
+    npr_sinkhorn_iters: int = 3
+    npr_momentum: float = 0.0
+    npr_refresh_pass: str = "eval_clean"
+    npr_empty_group: str = "keep_previous"
+    npr_feature_pass: str = "shared"
+
+    _constraints: ClassVar[dict] = {
+        "npr": Options((True,)),
+        "npr_lambda": Interval(float, 0, None),
+        "npr_lambda_form": Options(LAMBDA_FORMS),
+        "npr_K": Interval(int, 1, None),
+        "npr_assign": Options(ASSIGNMENTS),
+        "npr_sinkhorn_eps": _POSITIVE,
+        "npr_sinkhorn_iters": Interval(int, 1, None),
+        "npr_momentum": Interval(float, 0, 1, closed="left"),
+        "npr_refresh_pass": Options(("eval_clean", "code")),
+        "npr_empty_group": Options(EMPTY_GROUPS),
+        "npr_feature_pass": Options(("shared", "second")),
+    }
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Merge the client-state entries of every class in the MRO (the method's and NPR's)."""
+        super().__init_subclass__(**kwargs)
+        merged: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(klass.__dict__.get("client_state_fields", {}))
+        cls.client_state_fields = merged
+
+    # ------------------------------------------------------------------ refresh
+    def npr_generator(self, ctx: LocalContext) -> torch.Generator:
+        """The refresh's own generator, seeded from the round's (never draws from it)."""
+        return torch.Generator().manual_seed(
+            derive_seed(ctx.generator.initial_seed(), NPR_SEED_TAG)
+        )
+
+    @torch.no_grad()
+    def npr_features(self, model: nn.Module, ctx: LocalContext) -> tuple[torch.Tensor, ...]:
+        """Pooled features and labels of every local training image (``npr_refresh_pass``)."""
+        if not callable(getattr(model, "features", None)):
+            raise TypeError(
+                f"{type(self).__name__}: NPR needs a classifier with features(x) (as SmallCNN), "
+                f"got {type(model).__name__}."
+            )
+        was_training = model.training
+        model.train(self.npr_refresh_pass == "code" and ctx.round == 0)
+        features, labels = [], []
+        for batch in iterate_batches(ctx.data, self.batch_size, shuffle=False):
+            features.append(model.features(batch[0].to(ctx.device)).float().cpu())
+            labels.append(batch[1].cpu())
+        model.train(was_training)
+        return torch.cat(features), torch.cat(labels)
+
+    def before_local_training(self, model: nn.Module, ctx: LocalContext) -> None:
+        """The method's own preparation, then the sub-centroid refresh of this round."""
+        super().before_local_training(model, ctx)
+        features, labels = self.npr_features(model, ctx)
+        if labels.ndim != 1 or labels.is_floating_point():
+            raise TypeError(
+                f"{type(self).__name__}: NPR needs one class index per image, got labels of "
+                f"shape {tuple(labels.shape)} and dtype {labels.dtype}."
+            )
+        generator = self.npr_generator(ctx)
+        bank = ctx.state.method.get(SUB_CENTROIDS)
+        if bank is None:
+            bank = init_sub_centroids(
+                len(ctx.class_counts), self.npr_K, features.shape[1], generator=generator
+            )
+        bank = refresh_sub_centroids(
+            bank, features, labels, assign=self.npr_assign, eps=self.npr_sinkhorn_eps,
+            iters=self.npr_sinkhorn_iters, momentum=self.npr_momentum,
+            empty_group=self.npr_empty_group, generator=generator,
+        )
+        ctx.state.method[SUB_CENTROIDS] = bank
+        ctx.extras[BANK] = bank.to(ctx.device)
+
+    # ------------------------------------------------------------------ loss
+    def local_loss(self, model: nn.Module, batch, ctx: LocalContext) -> torch.Tensor:
+        """The method's local loss plus the NPR term on the features its classifier read.
+
+        Without a bank (fine-tuning for evaluation, which skips the refresh) the method's loss
+        is returned unchanged.
+        """
+        bank = ctx.extras.get(BANK)
+        if bank is None:
+            return super().local_loss(model, batch, ctx)
+        x, y = batch[0], batch[1]
+        if self.npr_feature_pass == "shared":
+            with recorded_features(model) as captured:
+                loss = super().local_loss(model, batch, ctx)
+            h = captured[0] if captured else model.features(x)
+        else:
+            loss = super().local_loss(model, batch, ctx)
+            h = model.features(x)
+        return npr_objective(
+            loss, npr_loss(h, y, bank), npr_lambda=self.npr_lambda, form=self.npr_lambda_form
+        )
+
+
+@functools.cache
+def with_npr(method: type[Algorithm]) -> type[Algorithm]:
+    """The class ``method`` with the NPR term added (the class itself if it already has it).
+
+    The new class keeps the method's ``name`` and options and adds the ``npr_*`` options of
+    :class:`NPR`; it is built once per method and registered in this module, so it pickles.
+
+    >>> from fedlib.methods import FedProx
+    >>> with_npr(FedProx)(mu=0.1, npr_lambda=1.0).npr_K
+    4
+    """
+    if not (isinstance(method, type) and issubclass(method, Algorithm)):
+        raise TypeError(f"with_npr: 'method' must be an Algorithm subclass, got {method!r}.")
+    if issubclass(method, NPR):
+        return method
+    name = f"{method.__name__}NPR"
+    composed = type(name, (NPR, method), {
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": f"{method.__name__} with the NPR term (see :class:`NPR`).\n\n"
+                   + (method.__doc__ or ""),
+    })
+    composed = dataclass(kw_only=True)(composed)
+    globals()[name] = composed
+    return composed
