@@ -12,8 +12,35 @@ import pytest
 import torch
 from torch import nn
 
+from fedlib.core.algorithm import build_model
+from fedlib.core.protocol import ClientReply, ClientState, GlobalState, RoundMessage
+from fedlib.data import segmentation_view
+from fedlib.data.base import ArrayDataset
+from fedlib.data.segmentation import SegmentationDataset
 from fedlib.losses import soft_dice_loss
+from fedlib.methods.fedmix import (
+    IS_PIXEL,
+    NET1_LOSS,
+    NUM_TRAINED,
+    ROUNDS_KEY,
+    DualNetwork,
+    FedMix,
+    SegmentationFedAvg,
+    SegmentationLocal,
+    flip_views,
+)
+from fedlib.methods.fedst import FedST
 from fedlib.metrics import dice_score
+from fedlib.models import UNet
+from fedlib.segmentation import (
+    SEGMENTATION_METHODS,
+    SegmentationSimulation,
+    evaluate_segmentation,
+    evaluate_segmentation_run,
+    get_segmentation_method,
+    is_segmentation,
+    segmentation_summary,
+)
 from fedlib.segmentation_ops import (
     agreement_dice,
     binary_prediction,
@@ -345,3 +372,304 @@ def test_fedst_weights():
     assert fedst_weights([True, True, False], [10, 30, 7], pixel_share=0.5).tolist() == (
         pytest.approx([0.125, 0.375, 0.5])
     )
+
+
+# --------------------------------------------------------------------------- methods
+
+def side(num_trained: float, loss: float) -> dict[str, torch.Tensor]:
+    return {NUM_TRAINED: torch.tensor(num_trained), NET1_LOSS: torch.tensor(loss)}
+
+
+def tiny_unet() -> UNet:
+    return UNet(1, 1, width=2, depth=1)
+
+
+@pytest.fixture(scope="module")
+def bus():
+    """SynthBUS at 16 px: image-level, box and pixel clients (12, 10 and 3 training images)."""
+    return segmentation_view("synthbus", "fedmix", image_size=16, scale=0.08, seed=0)
+
+
+def weak_dataset(level: str, masks: torch.Tensor) -> SegmentationDataset:
+    n = len(masks)
+    source = ArrayDataset(torch.rand(n, 1, 8, 8), torch.zeros(n, dtype=torch.int64), masks=masks)
+    return SegmentationDataset(source, level, box_margin=0)
+
+
+def context(alg, model, data, *, round_=0, seed=0):
+    message = alg.message_for(alg.init_global(model), 0)
+    message = RoundMessage(round=round_, arrays=message.arrays, config=message.config)
+    ctx = alg.local_context(
+        model, message, ClientState(), data, client_id=0, num_classes=2,
+        generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"),
+    )
+    ctx.extras["model"] = model
+    return ctx
+
+
+def test_cross_pseudo_supervision_net1_learns_net2s_labels():
+    masks = torch.cat([square(8, 0, 0, 6), square(8, 2, 2, 5)])
+    data = weak_dataset("none", masks)
+    a = torch.cat([square(8, 0, 0, 6), square(8, 2, 2, 5)])
+    b = a.clone()
+    b[0, 0, 0, 0] = 0  # 35 of 36 px: Dice 70 / 71 > 0.9, distinct from a
+    b[1, 0, 2, 2] = 0
+    model = DualNetwork(FixedLogits(logits_of(a)), FixedLogits(logits_of(b)))
+    alg = FedMix(augment="none")
+    view = alg.training_view(context(alg, model, data))
+    assert len(view) == 2
+    assert torch.equal(view.labels[:, 0], b)  # net1's target: net2's pseudo-label
+    assert torch.equal(view.labels[:, 1], a)  # net2's target: net1's pseudo-label
+    assert torch.equal(view.images, data.images)
+
+
+def test_flip_views_flip_image_and_mask_together():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.arange(4 * 16.0).view(4, 1, 4, 4)
+    x, y = flip_views([images, images.clone()], gen)
+    assert torch.equal(x, y)
+    assert not torch.equal(x, images)  # some view flipped (seed 0)
+    assert sorted(x.sum((1, 2, 3)).tolist()) == sorted(images.sum((1, 2, 3)).tolist())
+
+
+def test_weak_client_with_nothing_selected_sends_no_update():
+    # net1 predicts a square, net2 nothing: Dice ~ 0 < tau, so no image is kept (skip, not Q1)
+    masks = square(8, 0, 0, 4).repeat(3, 1, 1, 1)
+    data = weak_dataset("box", masks)
+    model = DualNetwork(FixedLogits(logits_of(masks)), FixedLogits(logits_of(0 * masks)))
+    model.register_parameter("bias", nn.Parameter(torch.zeros(1)))
+    alg = FedMix()
+    message = alg.message_for(alg.init_global(model), 0)
+    reply, _ = alg.client_update(
+        model, message, ClientState(), data, client_id=0, num_classes=1,
+        initial_weights=model.state_dict(), generator=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"),
+    )
+    assert reply.side[NUM_TRAINED].item() == 0.0
+    assert all(torch.equal(reply.arrays[k], message.arrays[k]) for k in message.arrays)
+    pixel = ClientReply(1, {}, 5, side=side(5.0, 0.3))
+    box = ClientReply(2, {}, 8, side=side(4.0, 0.5))
+    w = alg.client_weights([reply, pixel, box])
+    assert w[0] == 0.0
+    assert w[1:] == pytest.approx(fedmix_weights([5, 4], [0.3, 0.5], 10.0, 1.5).tolist())
+    assert sum(w) == pytest.approx(1.0)
+
+
+def test_aggregation_applies_the_same_weights_to_both_networks():
+    keys = ("net1.conv.weight", "net1.norm.weight", "net2.conv.weight", "net2.norm.weight")
+    replies = [
+        ClientReply(
+            k,
+            {key: torch.full((2,), float(k + 1) * (i + 1)) for i, key in enumerate(keys)},
+            10,
+            side=side(n, loss),
+        )
+        for k, (n, loss) in enumerate([(100.0, 0.2), (50.0, 0.4), (30.0, 0.1)])
+    ]
+    state = GlobalState(
+        weights={key: torch.zeros(2) for key in keys}, extra={"shared_keys": list(keys)}
+    )
+    new = FedMix().aggregate(state, replies)
+    w = [0.26789, 0.64010, 0.09201]  # the hand computation above
+    for i, key in enumerate(keys):
+        expected = sum(wk * (k + 1) * (i + 1) for k, wk in enumerate(w))
+        assert new.weights[key].tolist() == pytest.approx([expected] * 2, abs=1e-4)
+    logged = new.extra[ROUNDS_KEY][-1]
+    assert logged["weights"] == pytest.approx(w, abs=1e-5)
+    assert logged["num_trained"] == [100.0, 50.0, 30.0]
+
+
+def test_lambda_zero_weights_by_selected_images_static_by_dataset_size():
+    replies = [
+        ClientReply(k, {}, size, side=side(n, loss))
+        for k, (size, n, loss) in enumerate([(40, 10.0, 0.9), (20, 20.0, 0.1)])
+    ]
+    assert FedMix(fedmix_lambda=0.0).client_weights(replies) == pytest.approx([1 / 3, 2 / 3])
+    assert FedMix(fedmix_lambda=0.0, data_term="static").client_weights(replies) == (
+        pytest.approx([2 / 3, 1 / 3])
+    )
+
+
+def test_dual_network_nets_start_independently_and_forward_is_net1():
+    model = build_model(lambda: FedMix().prepare_model(tiny_unet()), seed=0)
+    again = build_model(lambda: FedMix().prepare_model(tiny_unet()), seed=0)
+    one, two = model.net1.state_dict(), model.net2.state_dict()
+    conv = "encoder.0.0.conv.weight"
+    assert not torch.equal(one[conv], two[conv])
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.equal(model(x), model.net1(x))
+    assert FedMix().shared_keys(model) == list(model.state_dict())
+
+
+class Forbidden:
+    """Stands for the true masks of a weak client's training split: any use raises."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"a weak client read its true masks ({name})")
+
+    def __getitem__(self, index):
+        raise AssertionError("a weak client read its true masks")
+
+    def __len__(self):
+        raise AssertionError("a weak client read its true masks")
+
+
+def hide_weak_masks(federation):
+    for k in federation.client_ids():
+        split = federation.train[k]
+        if split.supervision != "pixel":
+            split.true_masks = Forbidden()
+            split.source.masks = Forbidden()
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    [FedMix(batch_size=8), FedMix(batch_size=8, tau=0.0), FedST(batch_size=8, warmup_rounds=1),
+     SegmentationFedAvg(batch_size=8)],
+    ids=["fedmix", "fedmix-tau0", "fedst", "fedavg-strong"],
+)
+def test_weak_client_never_trains_on_ground_truth_masks(algorithm):
+    fed = segmentation_view("synthbus", "fedmix", image_size=16, scale=0.08, seed=1)
+    hide_weak_masks(fed)
+    sim = SegmentationSimulation(algorithm, tiny_unet, fed, num_rounds=2, progress=False)
+    history = sim.run()
+    assert len(history.round_records) == 2
+    assert "gen_client_mean_dice" in history.round_records[-1]
+
+
+def test_fedmix_runs_and_is_deterministic(bus):
+    def run():
+        sim = SegmentationSimulation(
+            FedMix(batch_size=8, tau=0.0), tiny_unet, bus, num_rounds=2, progress=False, seed=3
+        )
+        sim.run()
+        return sim
+    a, b = run(), run()
+    assert all(torch.equal(v, b.state_.weights[k]) for k, v in a.state_.weights.items())
+    rounds = a.state_.extra[ROUNDS_KEY]
+    assert len(rounds) == 2 and sum(rounds[-1]["weights"]) == pytest.approx(1.0)
+    # tau = 0 keeps every image: n_i is each client's training-set size
+    assert rounds[0]["num_trained"] == [float(len(bus.train[k])) for k in bus.client_ids()]
+    rows = [r for r in a.history_.client_records if r["round"] == 2]
+    assert {r["client"] for r in rows} == {0, 1, 2}
+    assert all(0.0 <= r["gen_dice"] <= 1.0 for r in rows)
+
+
+def test_fedavg_strong_trains_only_the_pixel_client(bus):
+    alg = SegmentationFedAvg(batch_size=8)
+    sim = SegmentationSimulation(alg, tiny_unet, bus, num_rounds=1, progress=False)
+    replies = sim.local_updates()
+    assert [r.side[NUM_TRAINED].item() for r in replies] == [0.0, 0.0, float(len(bus.train[2]))]
+    assert alg.client_weights(replies) == [0.0, 0.0, float(len(bus.train[2]))]
+
+
+def test_local_learning_shares_nothing_and_evaluates_own_models():
+    fed = segmentation_view("synthbus", "full", image_size=16, scale=0.08, seed=0)
+    sim = SegmentationSimulation(
+        SegmentationLocal(batch_size=8), tiny_unet, fed, num_rounds=1, progress=False
+    )
+    record = sim.run().round_records[-1]
+    assert sim.state_.extra["shared_keys"] == []
+    assert 0.0 <= record["spec_dice"] <= 1.0
+
+
+def test_fedst_warmup_then_self_training_with_fixed_shares(bus):
+    alg = FedST(batch_size=8, warmup_rounds=1)
+    sim = SegmentationSimulation(alg, tiny_unet, bus, num_rounds=1, progress=False)
+    warm = sim.local_updates()
+    assert [r.side[NUM_TRAINED].item() for r in warm] == [0.0, 0.0, float(len(bus.train[2]))]
+    sim.run()
+    after = sim.local_updates()
+    assert [r.side[IS_PIXEL].item() for r in after] == [0.0, 0.0, 1.0]
+    assert all(r.side[NUM_TRAINED].item() == len(bus.train[k]) for k, r in enumerate(after))
+    assert "confident_share" in after[0].metrics
+    assert alg.client_weights(after) == pytest.approx([0.05, 0.05, 0.9])
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    [
+        (FedMix, {"tau": 1.1}, "FedMix: 'tau' must be a float >= 0 and <= 1, got 1.1."),
+        (FedMix, {"box_coverage_min": -1.0},
+         "FedMix: 'box_coverage_min' must be a float >= 0 and <= 1, got -1.0."),
+        (FedMix, {"fedmix_lambda": -1.0},
+         "FedMix: 'fedmix_lambda' must be a float >= 0, got -1.0."),
+        (FedMix, {"fedmix_beta": -1.0}, "FedMix: 'fedmix_beta' must be a float >= 0, got -1.0."),
+        (FedMix, {"refine": "yes"}, "FedMix: 'refine' must be one of True, False, got 'yes'."),
+        (FedMix, {"agree_after_refine": 0},
+         "FedMix: 'agree_after_refine' must be one of True, False, got 0."),
+        (FedMix, {"reject_empty_pl": None},
+         "FedMix: 'reject_empty_pl' must be one of True, False, got None."),
+        (FedMix, {"data_term": "all"},
+         "FedMix: 'data_term' must be one of 'selected', 'static', got 'all'."),
+        (SegmentationFedAvg, {"augment": "crop"},
+         "SegmentationFedAvg: 'augment' must be one of 'flip', 'none', got 'crop'."),
+        (FedST, {"warmup_rounds": -1}, "FedST: 'warmup_rounds' must be an int >= 0, got -1."),
+        (FedST, {"confidence": 0.5},
+         "FedST: 'confidence' must be a float > 0.5 and <= 1, got 0.5."),
+        (FedST, {"pixel_share": 2.0},
+         "FedST: 'pixel_share' must be a float >= 0 and <= 1, got 2.0."),
+        (FedST, {"fedst_share": "size2"},
+         "FedST: 'fedst_share' must be one of 'equal', 'size', got 'size2'."),
+        (FedST, {"gamma_max": 0.0}, "FedST: 'gamma_max' must be a float > 0, got 0.0."),
+    ],
+)
+def test_method_validation(cls, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=f"^{re.escape(message)}$"):
+        cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_evaluate_segmentation_hand_made(bus):
+    test = bus.test[2]
+    truth = test.true_masks
+    perfect = FixedLogits(logits_of(truth))
+    scores = evaluate_segmentation(perfect, test, batch_size=len(test) + 5)
+    assert scores == {"dice": 1.0, "num_images": float(len(test))}
+    empty = FixedLogits(torch.full_like(truth, -5.0))
+    # every test image shows a lesion: an empty prediction scores eps / (m + eps) each
+    sizes = truth.flatten(1).sum(1).double()
+    expected = float((1e-4 / (sizes + 1e-4)).mean())
+    assert evaluate_segmentation(empty, test)["dice"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_evaluation_refuses_a_split_that_hides_its_masks(bus):
+    with pytest.raises(ValueError, match="hides its true masks"):
+        evaluate_segmentation(tiny_unet(), bus.train[0])
+
+
+def test_segmentation_summary_names_clients_and_means(bus):
+    models = {k: FixedLogits(logits_of(bus.test[k].true_masks)) for k in bus.client_ids()}
+    models[0] = FixedLogits(torch.full_like(bus.test[0].true_masks, -5.0))
+    summary = segmentation_summary(models.__getitem__, bus)
+    assert list(summary["dice_per_client"]) == list(bus.client_names)
+    assert summary["dice_per_client"]["UDIAT"] == 1.0
+    per = list(summary["dice_per_client"].values())
+    assert summary["dice_mean"] == pytest.approx(sum(per) / 3)
+    assert is_segmentation(bus)
+
+
+def test_segmentation_methods_by_name():
+    assert sorted(SEGMENTATION_METHODS) == ["fedavg", "fedmix", "fedst", "local"]
+    assert get_segmentation_method("fedmix", tau=0.5).tau == 0.5
+    assert isinstance(get_segmentation_method("fedavg"), SegmentationFedAvg)
+    with pytest.raises(ValueError, match="unknown method 'fedprox'; valid segmentation methods"):
+        get_segmentation_method("fedprox")
+    with pytest.raises(TypeError, match=re.escape("FedMix: unknown option(s) ['mu']")):
+        get_segmentation_method("fedmix", mu=0.1)
+
+
+def test_run_summary_reports_dice_per_client_and_mean():
+    fed = segmentation_view("synthbus", "full", image_size=16, scale=0.08, seed=0)
+    sim = SegmentationSimulation(
+        SegmentationLocal(batch_size=8), tiny_unet, fed, num_rounds=1, progress=False
+    )
+    sim.run()
+    summary = evaluate_segmentation_run(sim)
+    assert list(summary["gen_dice_per_client"]) == list(fed.client_names)
+    own = summary["spec_dice_per_client"]
+    assert summary["spec_dice"] == pytest.approx(sum(own.values()) / 3)
+    assert summary["spec_dice"] == pytest.approx(sim.history_.round_records[-1]["spec_dice"])

@@ -97,11 +97,18 @@ class UNet(nn.Module):
             channels = out
         self.decoder = nn.ModuleList(decoder)
         self.head = nn.Conv2d(channels, num_classes, kernel_size=1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Fresh weights from the current torch seed: Xavier-uniform convolutions with zero
+        biases, GroupNorm affine ``(1, 0)`` (FedMix's two networks start independently)."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.xavier_uniform_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.GroupNorm):
+                module.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``z``, shape (N, num_classes, H, W); ``σ(z)`` is the foreground probability."""
