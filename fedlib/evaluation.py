@@ -18,10 +18,13 @@ generalization/specialization evaluation), and the protocol notes of the course.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from fedlib.core.aggregation import weighted_average
 from fedlib.core.evaluate import BASIC_METRICS, evaluate, predict, shared_test
 from fedlib.data.base import dataset_labels
 from fedlib.metrics import classification_metrics, client_summary
@@ -34,6 +37,7 @@ __all__ = [
     "evaluate",
     "evaluate_run",
     "generalization",
+    "head_grid",
     "predict",
     "shared_test",
     "specialization",
@@ -92,3 +96,44 @@ def evaluate_run(sim: Simulation, **kwargs: Any) -> dict[str, Any]:
     spec = specialization(sim, **{k: v for k, v in kwargs.items() if k == "client_mean"})
     return {**{f"gen_{k}": v for k, v in gen.items()}, **{f"spec_{k}": v for k, v in spec.items()}}
 
+
+
+def head_grid(sim: Simulation) -> pd.DataFrame:
+    """Generalization and specialization for every head pairing of a two-head method.
+
+    For a method with ``head_choices`` (FCA: server head "fed" or "per_avg", client head "per"
+    or "fed"), one row per pairing with the :func:`evaluate_run` metrics and ``default``
+    marking the method's own pairing. "per_avg" needs the clients' personalized heads
+    averaged (``n_k``-weighted): when the method did not upload them, this evaluation takes them
+    from the clients' states (the harness sees every client; a deployment would need the
+    upload). Methods without ``head_choices`` give one row.
+    """
+    method = sim.algorithm
+    choices = getattr(method, "head_choices", {})
+    names = list(choices)
+    combos = list(itertools.product(*choices.values())) or [()]
+    saved_extra = sim.state_.extra
+    if "avg_local_head" not in saved_extra and any("per_avg" in c for c in combos):
+        heads = [sim.client_states_[k].personal for k in sim.dataset.client_ids()]
+        sizes = [len(sim.dataset.train[k]) for k in sim.dataset.client_ids()]
+        floats = [{n: t for n, t in h.items() if t.is_floating_point()} for h in heads]
+        used = [(h, n) for h, n in zip(floats, sizes, strict=True) if h and n]
+        if used:
+            average = weighted_average([h for h, _ in used], [n for _, n in used])
+            sim.state_.extra = {**saved_extra, "avg_local_head": average}
+    rows = []
+    try:
+        for combo in combos:
+            setting = dict(zip(names, combo, strict=True))
+            variant = dict(setting)
+            if "per_avg" in combo:
+                variant["pfl_global_head"] = "avg_local"  # evaluation only: heads averaged above
+            sim.algorithm = dataclasses.replace(method, **variant) if variant else method
+            sim._finetuned_ = {}
+            scores = evaluate_run(sim)
+            default = all(getattr(method, n) == v for n, v in setting.items())
+            rows.append({**setting, "default": default, **scores})
+    finally:
+        sim.algorithm, sim.state_.extra = method, saved_extra
+        sim._finetuned_ = {}
+    return pd.DataFrame(rows)
