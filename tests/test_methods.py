@@ -120,6 +120,10 @@ WIRE = {
     "fedadam": (FLOAT, set(), FLOAT, set(), POST, set()),
     "fedyogi": (FLOAT, set(), FLOAT, set(), POST, set()),
     "fedavg_ft": (FLOAT, set(), FLOAT, set(), {"personal"}, set()),
+    "fca": (FLOAT, set(), FLOAT, set(), {"personal"}, PERSONAL_HEAD),
+    # the sub-centroids stay in the client's state (tests/test_fednpr.py checks the values)
+    "fednpr": (FLOAT, set(), FLOAT, set(), POST | {"sub_centroids"}, set()),
+    "fednpr_per": (BODY, set(), BODY, set(), {"personal", "sub_centroids"}, HEAD),
 }
 
 
