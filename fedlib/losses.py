@@ -1,9 +1,9 @@
 """Loss functions of the course's methods, as pure functions over tensors.
 
 Notation: a batch of B samples, C classes, logits ``z`` of shape (B, C), integer targets ``y`` of
-shape (B,), ``CE(z, y) = -log softmax(z)_y`` averaged over the batch. Every function validates
-its arguments and raises ``ValueError``/``TypeError`` with a message naming the function, the
-parameter, what is allowed and the value received.
+shape (B,), ``CE(z, y) = -log softmax(z)_y`` averaged over the batch. Every public function
+checks all its arguments on every call and raises ``ValueError``/``TypeError`` with a message
+naming the function, the parameter, what is allowed and the value received.
 
 The local classification losses of the FedAvg family live in a registry, :data:`LOSSES`, built by
 :func:`make_loss`. A configured loss is always called the same way::
@@ -13,7 +13,9 @@ The local classification losses of the FedAvg family live in a registry, :data:`
 
 ``prior`` is the client's class counts or frequencies, shape (C,). Losses that need no prior
 ("ce", "focal") ignore it, so a method can pass it unconditionally; losses that need one ("bsm",
-"logit_adjust") raise if it is missing.
+"logit_adjust") raise if it is missing. :func:`make_loss` checks the options once, when the loss
+is built; each call then checks only types and shapes, which never waits for an accelerator, and
+takes the values of a tensor ``prior`` as given (counts or frequencies >= 0 with a positive sum).
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ __all__ = [
     "fedlc_loss",
     "fedrs_scale",
     "focal_loss",
+    "gradient_match_distance",
     "kd_loss",
+    "linear_ce_gradients",
     "make_loss",
     "moon_contrastive_loss",
-    "restricted_logits",
-    "restricted_softmax_loss",
     "soft_dice_loss",
 ]
 
@@ -98,41 +100,83 @@ def _check_targets(owner: str, targets: Any, batch: int) -> torch.Tensor:
     return targets.long()
 
 
-def _class_vector(
-    owner: str, name: str, value: Any, num_classes: int | None, like: torch.Tensor
-) -> torch.Tensor:
-    """A 1-D tensor of finite values >= 0 on ``like``'s device and dtype.
-
-    ``num_classes=None`` accepts any length >= 1; otherwise the length must equal it.
-    """
-    if isinstance(value, torch.Tensor):
-        vector = value.detach().to(device=like.device, dtype=like.dtype)
-    elif isinstance(value, np.ndarray | Sequence) and not isinstance(value, str):
-        try:
-            array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            array = None
-        if array is None:
-            raise TypeError(f"{owner}: {name!r} must hold numbers, got {value!r}.")
-        vector = torch.as_tensor(array, dtype=like.dtype, device=like.device)
-    else:
-        raise TypeError(
-            f"{owner}: {name!r} must be a tensor, array or sequence with one number per class, "
-            f"got {type(value).__name__}."
-        )
-    expected = f"({num_classes},)" if num_classes is not None else "(classes,)"
+def _check_length(owner: str, name: str, vector: Any, num_classes: int | None) -> None:
+    """``vector`` is 1-D with ``num_classes`` entries (any number >= 1 when None)."""
     if vector.ndim != 1 or len(vector) < 1 or (
         num_classes is not None and len(vector) != num_classes
     ):
+        expected = f"({num_classes},)" if num_classes is not None else "(classes,)"
         raise ValueError(
             f"{owner}: {name!r} must have shape {expected}, one entry per class, "
             f"got {_shape(vector)}."
         )
-    if not bool(torch.isfinite(vector).all()) or bool((vector < 0).any()):
+
+
+def _host_vector(owner: str, name: str, value: Any) -> np.ndarray:
+    """An array or sequence of numbers as a float64 NumPy array (not yet checked)."""
+    if isinstance(value, np.ndarray | Sequence) and not isinstance(value, str):
+        try:
+            return np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            pass
+        raise TypeError(f"{owner}: {name!r} must hold numbers, got {value!r}.")
+    raise TypeError(
+        f"{owner}: {name!r} must be a tensor, array or sequence with one number per class, "
+        f"got {type(value).__name__}."
+    )
+
+
+def _class_vector(
+    owner: str,
+    name: str,
+    value: Any,
+    num_classes: int | None,
+    like: torch.Tensor,
+    *,
+    positive_sum: bool = False,
+) -> torch.Tensor:
+    """A 1-D tensor of finite values >= 0 on ``like``'s device and dtype.
+
+    ``num_classes=None`` accepts any length >= 1; otherwise the length must equal it. Arrays and
+    sequences are checked on the host before they are copied; a tensor is checked where it is.
+    """
+    if isinstance(value, torch.Tensor):
+        vector = value.detach().to(device=like.device, dtype=like.dtype)
+        _check_length(owner, name, vector, num_classes)
+        valid = bool((torch.isfinite(vector) & (vector >= 0)).all())
+        positive = not positive_sum or bool(vector.sum() > 0)
+        values = vector
+    else:
+        array = _host_vector(owner, name, value)
+        _check_length(owner, name, array, num_classes)
+        valid = bool(np.isfinite(array).all() and (array >= 0).all())
+        positive = not positive_sum or bool(array.sum() > 0)
+        values = array
+    if not valid:
         raise ValueError(
-            f"{owner}: {name!r} must hold finite values >= 0, got {vector.tolist()}."
+            f"{owner}: {name!r} must hold finite values >= 0, got {values.tolist()}."
         )
-    return vector
+    if not positive:
+        raise ValueError(f"{owner}: {name!r} must have a positive sum, got {values.tolist()}.")
+    if isinstance(values, np.ndarray):
+        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
+    return values
+
+
+def _prior_counts(owner: str, prior: Any, logits: torch.Tensor, *, check_values: bool = True):
+    """The (C,) prior on the device and dtype of ``logits``.
+
+    With ``check_values=False`` (a built loss, called every batch) a tensor prior is checked for
+    its shape only: checking its values would wait for the accelerator on every call.
+    """
+    if prior is None:
+        raise ValueError(
+            f"{owner}: 'prior' is required (the (C,) class counts or frequencies), got None."
+        )
+    if isinstance(prior, torch.Tensor) and not check_values:
+        _check_length(owner, "prior", prior, logits.shape[1])
+        return prior.detach().to(device=logits.device, dtype=logits.dtype)
+    return _class_vector(owner, "prior", prior, logits.shape[1], logits, positive_sum=True)
 
 
 # --------------------------------------------------------------------------- classification
@@ -153,6 +197,70 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, targets)
 
 
+class _FocalWeights:
+    """Focal ``α`` as per-class weights ``α_c``: checked once, built once per (C, device, dtype).
+
+    A float ``α`` gives ``(1 - α, α)`` with C = 2 classes (Lin et al.'s balancing, class 1 the
+    foreground) and ``α`` for every class otherwise; a vector gives one weight per class.
+    """
+
+    def __init__(self, owner: str, alpha: Any):
+        self.owner = owner
+        self.scalar: float | None = None
+        self.vector: np.ndarray | None = None
+        if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
+            check_param(owner, "alpha", alpha, _UNIT)
+            self.scalar = float(alpha)
+        elif isinstance(alpha, bool | str) or not isinstance(
+            alpha, torch.Tensor | np.ndarray | Sequence
+        ):
+            raise TypeError(
+                f"{owner}: 'alpha' must be None, a float in [0, 1] or per-class weights >= 0, "
+                f"got {alpha!r}."
+            )
+        else:
+            if isinstance(alpha, torch.Tensor):
+                alpha = alpha.detach().cpu().double().numpy()
+            host = torch.empty(0, dtype=torch.float64)
+            self.vector = _class_vector(owner, "alpha", alpha, None, host).numpy()
+        self._cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def on(self, logits: torch.Tensor) -> torch.Tensor:
+        """The (C,) weights for ``logits`` of shape (B, C), on their device and dtype."""
+        num_classes = logits.shape[1]
+        key = (num_classes, logits.device, logits.dtype)
+        weights = self._cache.get(key)
+        if weights is None:
+            if self.vector is not None:
+                _check_length(self.owner, "alpha", self.vector, num_classes)
+                values = self.vector
+            elif num_classes == 2:
+                values = np.array([1.0 - self.scalar, self.scalar])
+            else:
+                values = np.full(num_classes, self.scalar)
+            weights = torch.as_tensor(values, dtype=logits.dtype, device=logits.device)
+            self._cache[key] = weights
+        return weights
+
+
+def _focal(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    gamma: float = 1.0,
+    alpha: _FocalWeights | None = None,
+) -> torch.Tensor:
+    """The focal loss on checked arguments (see :func:`focal_loss`)."""
+    nll = F.cross_entropy(logits, targets, reduction="none")  # -log p_y, per sample
+    # 1 - p_y = -expm1(log p_y) keeps its digits as p_y -> 1, where 1 - exp(log p_y) cancels to
+    # 0. The floor keeps the power differentiable: d/dx x^γ = γ x^(γ-1) is infinite at x = 0
+    # for γ < 1, and times the zero gradient of a saturated softmax gave NaN.
+    miss = (-torch.expm1(-nll)).clamp_min(torch.finfo(nll.dtype).tiny)
+    per_sample = (miss if gamma == 1 else miss.pow(gamma)) * nll  # x^1 = x: skip the power
+    if alpha is not None:
+        per_sample = per_sample * alpha.on(logits)[targets]
+    return per_sample.mean()
+
+
 def focal_loss(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -162,6 +270,9 @@ def focal_loss(
     """Focal loss, batch mean: easy examples are down-weighted by ``(1 - p_y)^γ``.
 
     ``L = (1/B) Σ_b -α_{y_b} (1 - p_{b,y_b})^γ log p_{b,y_b}``, with ``p_b = softmax(z_b)``.
+    ``1 - p_y`` is computed as ``-expm1(log p_y)`` and floored at the dtype's smallest normal
+    number, so the loss and its gradient stay finite for every ``γ >= 0`` even when ``p_y``
+    rounds to 1 (Lin et al. sweep γ in {0, 0.1, 0.2, 0.5, 1, 2, 5}).
 
     Parameters
     ----------
@@ -171,10 +282,13 @@ def focal_loss(
         Focusing parameter. ``γ = 0`` is plain cross-entropy. The FedNPR/FCA code uses γ = 1; the
         focal-loss paper's default is γ = 2.
     alpha : None, float in [0, 1], or (C,) per-class weights >= 0, default None
-        ``None``: ``α = 1``. A float scales every term by the same α (the multi-class reading of
-        the paper's balancing factor). A vector weights each sample by the weight of its class,
-        then takes the plain batch mean (not a weight-normalised mean), as the FedNPR/FCA code
-        does when it passes ``alpha`` as the class weights of its cross-entropy.
+        ``None``: ``α = 1``. A float with C = 2 classes is the paper's α-balancing:
+        ``α_1 = α`` (class 1, the foreground or positive class) and ``α_0 = 1 - α``; the paper's
+        best setting with γ = 2 is α = 0.25. A float with C ≠ 2 scales every term by the same α
+        (the multi-class reading: there is no foreground class). A vector weights each sample
+        by the weight of its class, then takes the plain batch mean (not a weight-normalised
+        mean), as the FedNPR/FCA code does when it passes ``alpha`` as the class weights of its
+        cross-entropy.
 
     References
     ----------
@@ -185,29 +299,24 @@ def focal_loss(
     _check_logits(owner, logits)
     targets = _check_targets(owner, targets, logits.shape[0])
     check_param(owner, "gamma", gamma, _NON_NEGATIVE)
-    log_p_true = F.log_softmax(logits, dim=1).gather(1, targets.unsqueeze(1)).squeeze(1)
-    modulating = (1.0 - log_p_true.exp()).clamp_min(0.0).pow(gamma)
-    per_sample = -modulating * log_p_true
-    if alpha is not None:
-        per_sample = per_sample * _focal_alpha(owner, alpha, logits.shape[1], logits)[targets]
-    return per_sample.mean()
+    weights = None if alpha is None else _FocalWeights(owner, alpha)
+    return _focal(logits, targets, gamma, weights)
 
 
-def _focal_alpha(
-    owner: str, alpha: Any, num_classes: int | None, like: torch.Tensor
+def _balanced_softmax(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    prior: torch.Tensor,
+    tau: float = 1.0,
+    eps: float = 1e-9,
 ) -> torch.Tensor:
-    """Per-class focal weights from a float in [0, 1] or a vector of weights >= 0."""
-    if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
-        check_param(owner, "alpha", alpha, _UNIT)
-        return torch.full((num_classes or 1,), float(alpha), dtype=like.dtype, device=like.device)
-    if isinstance(alpha, bool | str) or not isinstance(
-        alpha, torch.Tensor | np.ndarray | Sequence
-    ):
-        raise TypeError(
-            f"{owner}: 'alpha' must be None, a float in [0, 1] or per-class weights >= 0, "
-            f"got {alpha!r}."
-        )
-    return _class_vector(owner, "alpha", alpha, num_classes, like)
+    """Balanced softmax on checked arguments (see :func:`balanced_softmax_loss`)."""
+    if tau == 0:
+        return F.cross_entropy(logits, targets)
+    offset = torch.log(prior / prior.sum() + eps)
+    if tau != 1:
+        offset = tau * offset
+    return F.cross_entropy(logits + offset, targets)
 
 
 def balanced_softmax_loss(
@@ -244,20 +353,8 @@ def balanced_softmax_loss(
     targets = _check_targets(owner, targets, logits.shape[0])
     check_param(owner, "tau", tau, _NON_NEGATIVE)
     check_param(owner, "eps", eps, _NON_NEGATIVE)
-    if prior is None:
-        raise ValueError(
-            f"{owner}: 'prior' is required (the (C,) class counts or frequencies), got None."
-        )
-    counts = _class_vector(owner, "prior", prior, logits.shape[1], logits)
-    total = counts.sum()
-    if not bool(total > 0):
-        raise ValueError(f"{owner}: 'prior' must have a positive sum, got {counts.tolist()}.")
-    if tau == 0:
-        return F.cross_entropy(logits, targets)
-    offset = torch.log(counts / total + eps)
-    if tau != 1:
-        offset = tau * offset
-    return F.cross_entropy(logits + offset, targets)
+    counts = _prior_counts(owner, prior, logits)
+    return _balanced_softmax(logits, targets, counts, tau, eps)
 
 
 # --------------------------------------------------------------------------- FedRS
@@ -294,65 +391,12 @@ def fedrs_scale(
         if isinstance(class_counts, torch.Tensor) and class_counts.dtype == torch.float64
         else torch.float32
     )
-    counts = _class_vector(owner, "class_counts", class_counts, None, torch.empty(0, dtype=dtype))
-    if not bool(counts.sum() > 0):
-        raise ValueError(
-            f"{owner}: 'class_counts' must have a positive sum, got {counts.tolist()}."
-        )
+    counts = _class_vector(
+        owner, "class_counts", class_counts, None, torch.empty(0, dtype=dtype), positive_sum=True
+    )
     if mode == "hard":
         return torch.where(counts > 0, torch.ones_like(counts), torch.full_like(counts, alpha))
     return alpha + (1.0 - alpha) * counts / counts.max()
-
-
-def restricted_logits(
-    features: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor
-) -> torch.Tensor:
-    """Scaled logits of a bias-free linear classifier: ``z_c = s_c · w_cᵀ h``.
-
-    Parameters
-    ----------
-    features : Tensor, shape (B, d), the features ``h``
-    weight : Tensor, shape (C, d), the classifier's rows ``w_c`` (no bias)
-    scale : Tensor, shape (C,), from :func:`fedrs_scale`
-
-    Returns
-    -------
-    Tensor, shape (B, C): ``(h Wᵀ) ⊙ s``
-    """
-    owner = "restricted_logits"
-    _check_logits(owner, features, "features", "(batch, features)")
-    _check_logits(owner, weight, "weight", "(classes, features)")
-    if weight.shape[1] != features.shape[1]:
-        raise ValueError(
-            f"{owner}: 'weight' must have shape (classes, {features.shape[1]}) to match "
-            f"'features', got {_shape(weight)}."
-        )
-    scale = _class_vector(owner, "scale", scale, weight.shape[0], features)
-    return (features @ weight.T) * scale
-
-
-def restricted_softmax_loss(
-    features: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor
-) -> torch.Tensor:
-    """FedRS loss: cross-entropy on restricted logits, ``CE((h Wᵀ) ⊙ s, y)``.
-
-    Classes the client lacks have their logits scaled by α < 1, so the local update pushes their
-    classifier rows less. With every ``s_c = 1`` this is plain cross-entropy of ``h Wᵀ``.
-
-    Parameters
-    ----------
-    features : Tensor, shape (B, d)
-    weight : Tensor, shape (C, d), bias-free classifier
-    targets : Tensor, shape (B,), integer class indices
-    scale : Tensor, shape (C,), from :func:`fedrs_scale`
-
-    References
-    ----------
-    Li & Zhan, KDD 2021 (see :func:`fedrs_scale`).
-    """
-    logits = restricted_logits(features, weight, scale)
-    targets = _check_targets("restricted_softmax_loss", targets, features.shape[0])
-    return F.cross_entropy(logits, targets)
 
 
 # --------------------------------------------------------------------------- FedLC
@@ -614,14 +658,106 @@ def soft_dice_loss(
     return 1 - dice.mean()
 
 
+# --------------------------------------------------------------------------- gradient matching
+
+
+def _row_distance(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """``sum over rows (last dimension) of 1 - cos(a_row, b_row)``."""
+    cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(eps)
+    return (1 - cos).sum()
+
+
+def gradient_match_distance(
+    a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], eps: float = 1e-6
+) -> torch.Tensor:
+    r"""CReFF's gradient distance, summed over layers and rows.
+
+    .. math:: D(a, b) = \sum_\ell \sum_i \Big(1 - \frac{a_{\ell,i} \cdot b_{\ell,i}}
+              {\max(\lVert a_{\ell,i} \rVert \lVert b_{\ell,i} \rVert, \epsilon)}\Big)
+
+    Rows run along the last dimension: a 2-D tensor (a weight, shape (C, d)) has one row per
+    class; a 1-D tensor (a bias) is a single row; leading dimensions (a batch of gradients,
+    e.g. one per class) only add rows. ``D(g, g) = 0`` and ``D(g, -g) = 2`` per row, up to
+    rounding. The reference code adds ``eps`` to the denominator instead, which leaves
+    ``D(g, g) > 0`` for small rows; here ``eps`` only guards rows of zeros.
+
+    Parameters
+    ----------
+    a, b : sequences of tensors, the same number in each, with matching shapes (>= 1-D)
+    eps : float, default 1e-6
+
+    References
+    ----------
+    Shang, Lu, Huang, Wang, "Federated Learning on Heterogeneous and Long-Tailed Data via
+    Classifier Re-Training with Federated Features", IJCAI 2022, arXiv:2204.13399.
+    """
+    owner = "gradient_match_distance"
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError(
+            f"{owner}: 'a' and 'b' must hold as many tensors, at least one, got {len(a)} "
+            f"and {len(b)}."
+        )
+    total = torch.zeros((), dtype=a[0].dtype, device=a[0].device)
+    for x, y in zip(a, b, strict=True):
+        if x.shape != y.shape or x.ndim < 1:
+            raise ValueError(
+                f"{owner}: tensors must have matching shapes with at least one dimension, "
+                f"got {tuple(x.shape)} and {tuple(y.shape)}."
+            )
+        total = total + _row_distance(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), eps)
+    return total
+
+
+def linear_ce_gradients(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Gradients of a linear classifier's mean cross-entropy, in closed form.
+
+    For :math:`z_i = W f_i + b` and :math:`L = \frac1n \sum_i \mathrm{CE}(z_i, y_i)`:
+
+    .. math:: \nabla_W L = \frac1n \sum_i (\mathrm{softmax}(z_i) - e_{y_i})\, f_i^\top,
+              \qquad \nabla_b L = \frac1n \sum_i (\mathrm{softmax}(z_i) - e_{y_i}).
+
+    Differentiable with respect to ``features`` (what gradient matching optimises) and
+    batched over leading dimensions. Arguments are not checked (the function runs inside
+    optimisation loops).
+
+    Parameters
+    ----------
+    features : Tensor, shape (..., n, d)
+    labels : Tensor, shape (..., n), integer classes
+    weight : Tensor, shape (C, d)
+    bias : Tensor, shape (C,), optional
+
+    Returns
+    -------
+    (grad_weight, grad_bias) : Tensors of shapes (..., C, d) and (..., C)
+    """
+    logits = features @ weight.T
+    if bias is not None:
+        logits = logits + bias
+    error = torch.softmax(logits, dim=-1) - F.one_hot(labels, weight.shape[0]).to(logits.dtype)
+    n = features.shape[-2]
+    return error.transpose(-1, -2) @ features / n, error.mean(-2)
+
+
 # --------------------------------------------------------------------------- registry
 
 
 @dataclass(frozen=True)
 class LossEntry:
-    """A registered classification loss: its function, options and whether it needs a prior."""
+    """A registered classification loss.
+
+    ``function`` is the public function, which checks every argument on every call; ``kernel``
+    computes the same loss on checked arguments (a built :class:`ClassificationLoss` calls it
+    with the options it checked once), as ``kernel(logits, targets[, prior], **options)``.
+    """
 
     function: Callable[..., torch.Tensor]
+    kernel: Callable[..., torch.Tensor]
     needs_prior: bool
     option_names: tuple[str, ...] = ()
     fixed: Mapping[str, Any] = field(default_factory=dict)
@@ -629,15 +765,30 @@ class LossEntry:
 
 
 LOSSES: dict[str, LossEntry] = {
-    "ce": LossEntry(cross_entropy, False, (), {}, "CE(z, y)"),
+    "ce": LossEntry(cross_entropy, F.cross_entropy, False, (), {}, "CE(z, y)"),
     "focal": LossEntry(
-        focal_loss, False, ("gamma", "alpha"), {}, "-(1 - p_y)^γ log p_y (γ = 1 by default)"
+        focal_loss,
+        _focal,
+        False,
+        ("gamma", "alpha"),
+        {},
+        "-α_y (1 - p_y)^γ log p_y (γ = 1, no α by default)",
     ),
     "bsm": LossEntry(
-        balanced_softmax_loss, True, ("eps",), {"tau": 1.0}, "CE(z + log(π + ε), y)"
+        balanced_softmax_loss,
+        _balanced_softmax,
+        True,
+        ("eps",),
+        {"tau": 1.0},
+        "CE(z + log(π + ε), y)",
     ),
     "logit_adjust": LossEntry(
-        balanced_softmax_loss, True, ("tau", "eps"), {}, "CE(z + τ log(π + ε), y)"
+        balanced_softmax_loss,
+        _balanced_softmax,
+        True,
+        ("tau", "eps"),
+        {},
+        "CE(z + τ log(π + ε), y)",
     ),
 }
 """Registered local classification losses, by the name a method's ``loss=`` option takes."""
@@ -649,8 +800,10 @@ class ClassificationLoss:
 
     ``loss_fn(logits, targets, prior=None)``: ``prior`` is the (C,) class counts or frequencies
     (usually the client's local counts). Losses that need no prior ignore it; "bsm" and
-    "logit_adjust" raise ``ValueError`` without one. Options are validated when the object is
-    built, so a misconfigured method fails at construction rather than in its first round.
+    "logit_adjust" raise ``ValueError`` without one. Options are validated once, when the
+    object is built, so a misconfigured method fails at construction rather than in its first
+    round. A call checks the types and shapes of its arguments only (no accelerator sync): the
+    values of a tensor ``prior`` are taken as given, while an array or list is checked.
 
     Examples
     --------
@@ -663,41 +816,42 @@ class ClassificationLoss:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        owner = "make_loss"
-        check_param(owner, "name", self.name, Options(tuple(LOSSES)))
+        check_param("make_loss", "name", self.name, Options(tuple(LOSSES)))
         entry = LOSSES[self.name]
         unknown = sorted(set(self.options) - set(entry.option_names))
         if unknown:
             accepted = ", ".join(map(repr, entry.option_names)) or "none"
             raise ValueError(
-                f"{owner}: loss {self.name!r} does not accept option {unknown[0]!r}; "
+                f"make_loss: loss {self.name!r} does not accept option {unknown[0]!r}; "
                 f"accepted options: {accepted}."
             )
-        self._validate_options(entry)
-
-    def _validate_options(self, entry: LossEntry) -> None:
         owner = entry.function.__name__
-        options = dict(self.options)
+        bound = {**entry.fixed, **self.options}
         for name in ("gamma", "tau", "eps"):
-            if name in options:
-                check_param(owner, name, options[name], _NON_NEGATIVE)
-        alpha = options.get("alpha")
-        if alpha is not None:
-            _focal_alpha(owner, alpha, None, torch.empty(0))
+            if name in bound:
+                check_param(owner, name, bound[name], _NON_NEGATIVE)
+        if bound.get("alpha") is not None:
+            bound["alpha"] = _FocalWeights(owner, bound["alpha"])
+        # frozen dataclass: the checked options are set once, here
+        object.__setattr__(self, "_entry", entry)
+        object.__setattr__(self, "_owner", owner)
+        object.__setattr__(self, "_bound", bound)
 
     @property
     def needs_prior(self) -> bool:
         """Whether calls must pass ``prior``."""
-        return LOSSES[self.name].needs_prior
+        return self._entry.needs_prior
 
     def __call__(
         self, logits: torch.Tensor, targets: torch.Tensor, *, prior: ArrayLike | None = None
     ) -> torch.Tensor:
-        entry = LOSSES[self.name]
-        options = {**entry.fixed, **self.options}
-        if entry.needs_prior:
-            return entry.function(logits, targets, prior, **options)
-        return entry.function(logits, targets, **options)
+        owner = self._owner
+        _check_logits(owner, logits)
+        targets = _check_targets(owner, targets, logits.shape[0])
+        if self._entry.needs_prior:
+            counts = _prior_counts(owner, prior, logits, check_values=False)
+            return self._entry.kernel(logits, targets, counts, **self._bound)
+        return self._entry.kernel(logits, targets, **self._bound)
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
@@ -707,12 +861,15 @@ class ClassificationLoss:
 def make_loss(name: str, **options: Any) -> ClassificationLoss:
     """Build a registered classification loss by name, e.g. for a method's ``loss=`` option.
 
+    The options are checked here, once; each call then checks only types and shapes.
+
     Parameters
     ----------
     name : {"ce", "focal", "bsm", "logit_adjust"}
     **options
-        ``focal``: ``gamma`` (default 1.0), ``alpha`` (default None); ``bsm``: ``eps``
-        (default 1e-9; τ is fixed at 1); ``logit_adjust``: ``tau`` (default 1.0), ``eps``.
+        ``focal``: ``gamma`` (default 1.0), ``alpha`` (default None: no balancing; a float in
+        [0, 1] or per-class weights, see :func:`focal_loss`); ``bsm``: ``eps`` (default 1e-9;
+        τ is fixed at 1); ``logit_adjust``: ``tau`` (default 1.0), ``eps``.
 
     Returns
     -------
@@ -725,5 +882,7 @@ def make_loss(name: str, **options: Any) -> ClassificationLoss:
     >>> logits = torch.zeros(2, 3)
     >>> round(float(loss_fn(logits, torch.tensor([0, 1]), prior=[1, 1, 2])), 4)  # log(2 + √2)
     1.2279
+    >>> make_loss("focal", gamma=2.0, alpha=0.25)
+    ClassificationLoss('focal', gamma=2.0, alpha=0.25)
     """
     return ClassificationLoss(name, dict(options))

@@ -18,11 +18,11 @@ from fedlib.losses import (
     fedlc_loss,
     fedrs_scale,
     focal_loss,
+    gradient_match_distance,
     kd_loss,
+    linear_ce_gradients,
     make_loss,
     moon_contrastive_loss,
-    restricted_logits,
-    restricted_softmax_loss,
     soft_dice_loss,
 )
 
@@ -68,6 +68,74 @@ def test_focal_alpha_scalar_and_per_class_weights():
     assert scalar == pytest.approx(0.25 * sum(base) / 2, abs=1e-12)
     per_class = focal_loss(logits, targets, gamma=1.0, alpha=[2.0, 0.0, 0.5]).item()
     assert per_class == pytest.approx((2.0 * base[0] + 0.5 * base[1]) / 2, abs=1e-12)
+
+
+# Lin et al. sweep these values of gamma (Table 1a of the focal-loss paper).
+FOCAL_GAMMAS = [0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
+
+
+@pytest.mark.parametrize("gamma", FOCAL_GAMMAS)
+def test_focal_gradient_finite_when_p_true_rounds_to_one(gamma):
+    # softmax([50, 0])_0 = 1 - 2e-22 rounds to 1 in float32: 1 - p_y = 0, where (1 - p)^γ has
+    # an infinite derivative for γ < 1. The exact gradient is about 1e-22, i.e. 0.
+    for loss_fn in (lambda z, y: focal_loss(z, y, gamma=gamma), make_loss("focal", gamma=gamma)):
+        logits = torch.tensor([[50.0, 0.0]], requires_grad=True)
+        loss = loss_fn(logits, torch.tensor([0]))
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+        assert torch.allclose(logits.grad, torch.zeros(1, 2), atol=1e-6)
+
+
+def test_focal_gradient_hand_computed_for_gamma_below_one():
+    # Two classes, d = z_0 - z_1, p = sigmoid(d), y = 0, L = -(1 - p)^γ log p:
+    # dL/dz_0 = -dL/dz_1 = γ p (1 - p)^γ log p - (1 - p)^(γ + 1). At d = ln 3, p = 3/4, γ = 1/2.
+    logits = torch.tensor([[math.log(3.0), 0.0]], dtype=torch.float64, requires_grad=True)
+    focal_loss(logits, torch.tensor([0]), gamma=0.5).backward()
+    p, gamma = 0.75, 0.5
+    expected = gamma * p * (1 - p) ** gamma * math.log(p) - (1 - p) ** (gamma + 1)
+    assert logits.grad[0].tolist() == pytest.approx([expected, -expected], abs=1e-12)
+    assert expected == pytest.approx(-0.178940, abs=1e-6)
+
+
+def test_focal_alpha_float_balances_two_classes_as_lin_et_al():
+    # Binary: α for class 1 (foreground), 1 - α for class 0. Logits zero: p_y = 1/2 for both.
+    logits = torch.zeros(2, 2, dtype=torch.float64)
+    loss = focal_loss(logits, torch.tensor([0, 1]), gamma=2.0, alpha=0.25).item()
+    term = 0.5**2 * math.log(2)
+    assert loss == pytest.approx((0.75 * term + 0.25 * term) / 2, abs=1e-12)
+    only_foreground = focal_loss(logits, torch.tensor([1, 1]), gamma=2.0, alpha=0.25).item()
+    assert only_foreground == pytest.approx(0.25 * term, abs=1e-12)
+
+
+def test_focal_alpha_passes_through_make_loss(batch):
+    logits, targets = batch
+    weights = [2.0, 0.0, 0.5, 1.0, 3.0]
+    built = make_loss("focal", gamma=0.5, alpha=weights)
+    assert torch.equal(built(logits, targets), focal_loss(logits, targets, 0.5, weights))
+    binary = make_loss("focal", gamma=2.0, alpha=0.25)
+    z, y = logits[:, :2], targets % 2
+    assert torch.equal(binary(z, y), focal_loss(z, y, gamma=2.0, alpha=0.25))
+    # one built loss serves other dtypes and class counts (weights built once for each)
+    assert torch.equal(binary(z.float(), y), focal_loss(z.float(), y, gamma=2.0, alpha=0.25))
+    assert torch.equal(binary(logits, targets), focal_loss(logits, targets, 2.0, 0.25))
+
+
+def test_built_losses_never_read_tensor_values(batch, monkeypatch):
+    # Reading a tensor's value on the host (bool, item, float, tolist) waits for an
+    # accelerator; a built loss does none of it per call.
+    logits, targets = batch
+    prior = torch.tensor([1.0, 0.0, 3.0, 2.0, 9.0], dtype=torch.float64)
+    built = [make_loss(name) for name in LOSSES] + [make_loss("focal", alpha=[1, 2, 3, 4, 5])]
+    for loss_fn in built:
+        loss_fn(logits, targets, prior=prior)  # first call builds focal weights once
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a tensor value was read on the host")
+
+    for name in ("__bool__", "item", "__float__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    for loss_fn in built:
+        loss_fn(logits, targets, prior=prior)
 
 
 def test_bsm_uniform_prior_equals_ce(batch):
@@ -161,27 +229,6 @@ def test_fedrs_scale_hard_and_soft():
     assert fedrs_scale([10, 5, 0], alpha=0.5, mode="hard").tolist() == [1.0, 1.0, 0.5]
     assert fedrs_scale([10, 5, 0], alpha=0.5, mode="soft").tolist() == [1.0, 0.75, 0.5]
     assert fedrs_scale(np.array([3, 3]), alpha=0.1).dtype == torch.float32
-
-
-def test_fedrs_hard_all_present_equals_ce():
-    generator = torch.Generator().manual_seed(1)
-    features = torch.randn(6, 4, generator=generator)
-    weight = torch.randn(3, 4, generator=generator)
-    targets = torch.tensor([0, 1, 2, 0, 1, 2])
-    scale = fedrs_scale([4, 1, 7], alpha=0.5, mode="hard")
-    expected = F.cross_entropy(features @ weight.T, targets)
-    assert torch.equal(restricted_softmax_loss(features, weight, targets, scale), expected)
-
-
-def test_fedrs_absent_class_logit_is_alpha_times_score():
-    generator = torch.Generator().manual_seed(2)
-    features = torch.randn(5, 4, generator=generator)
-    weight = torch.randn(3, 4, generator=generator)
-    scale = fedrs_scale([4, 0, 7], alpha=0.3, mode="hard")
-    logits = restricted_logits(features, weight, scale)
-    raw = features @ weight.T
-    assert torch.equal(logits[:, 1], 0.3 * raw[:, 1])
-    assert torch.equal(logits[:, [0, 2]], raw[:, [0, 2]])
 
 
 # --------------------------------------------------------------------------- FedLC
@@ -330,6 +377,52 @@ def test_soft_dice_from_logits_and_batch_mean():
     )
 
 
+# --------------------------------------------------------------------------- gradient matching
+
+
+def test_gradient_match_distance_limit_cases():
+    g = [torch.tensor([[1.0, 2.0], [-3.0, 0.5], [0.2, 0.1]]), torch.tensor([0.3, -0.4, 1.0])]
+    assert float(gradient_match_distance(g, g)) == pytest.approx(0.0, abs=1e-5)
+    assert float(gradient_match_distance(g, [3 * t for t in g])) == pytest.approx(0.0, abs=1e-5)
+    assert float(gradient_match_distance(g, [-t for t in g])) == pytest.approx(8.0, abs=1e-5)
+    # one row orthogonal (cos 0) and the rest identical: distance 1
+    h = [g[0].clone(), g[1]]
+    h[0][0] = torch.tensor([-2.0, 1.0])
+    assert float(gradient_match_distance(g, h)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_gradient_match_distance_leading_dimensions_add_rows():
+    generator = torch.Generator().manual_seed(0)
+    a = [torch.randn(4, 3, 5, generator=generator), torch.randn(4, 3, generator=generator)]
+    b = [torch.randn(4, 3, 5, generator=generator), torch.randn(4, 3, generator=generator)]
+    per_item = sum(
+        gradient_match_distance([a[0][i], a[1][i]], [b[0][i], b[1][i]]) for i in range(4)
+    )
+    assert torch.allclose(gradient_match_distance(a, b), per_item, atol=1e-5)
+    # zero rows do not divide by zero: cos = 0, distance 1 per row
+    zeros = [torch.zeros(2, 3)]
+    assert float(gradient_match_distance(zeros, zeros)) == 2.0
+
+
+def test_closed_form_classifier_gradients_match_autograd():
+    g = torch.Generator().manual_seed(0)
+    features, labels = torch.randn(7, 4, generator=g), torch.tensor([0, 2, 1, 1, 0, 2, 2])
+    w = torch.randn(3, 4, generator=g).requires_grad_(True)
+    b = torch.randn(3, generator=g).requires_grad_(True)
+    expected = torch.autograd.grad(F.cross_entropy(F.linear(features, w, b), labels), [w, b])
+    for got, want in zip(linear_ce_gradients(features, labels, w, b), expected, strict=True):
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_closed_form_classifier_gradients_hand_computed():
+    # One sample f = (1, 2), W = 0, no bias: softmax = (1/2, 1/2), y = 0, error = (-1/2, 1/2).
+    grad_w, grad_b = linear_ce_gradients(
+        torch.tensor([[1.0, 2.0]]), torch.tensor([0]), torch.zeros(2, 2)
+    )
+    assert grad_w.tolist() == [[-0.5, -1.0], [0.5, 1.0]]
+    assert grad_b.tolist() == [-0.5, 0.5]
+
+
 # --------------------------------------------------------------------------- validation messages
 
 _LOGITS = torch.zeros(2, 3)
@@ -376,6 +469,25 @@ _VALIDATION_CASES = [
      r"focal_loss: 'gamma' must be a float >= 0, got -2\."),
     ("make_loss_alpha", lambda: make_loss("focal", alpha=2.0), ValueError,
      r"focal_loss: 'alpha' must be a float >= 0 and <= 1, got 2\.0\."),
+    ("make_loss_alpha_values", lambda: make_loss("focal", alpha=[1.0, -1.0]), ValueError,
+     r"focal_loss: 'alpha' must hold finite values >= 0, got \[1\.0, -1\.0\]\."),
+    ("make_loss_alpha_type", lambda: make_loss("focal", alpha="high"), TypeError,
+     r"focal_loss: 'alpha' must be None, a float in \[0, 1\] or per-class weights"),
+    ("built_alpha_length", lambda: make_loss("focal", alpha=[1.0, 1.0])(_LOGITS, _TARGETS),
+     ValueError, r"focal_loss: 'alpha' must have shape \(3,\), one entry per class"),
+    ("built_prior_shape", lambda: make_loss("bsm")(_LOGITS, _TARGETS, prior=torch.ones(2)),
+     ValueError, r"balanced_softmax_loss: 'prior' must have shape \(3,\), one entry per class, "
+     r"got \(2,\)\."),
+    ("built_prior_list_negative", lambda: make_loss("bsm")(_LOGITS, _TARGETS, prior=[1, -1, 1]),
+     ValueError, r"balanced_softmax_loss: 'prior' must hold finite values >= 0"),
+    ("built_targets_shape", lambda: make_loss("focal")(_LOGITS, torch.tensor([0])), ValueError,
+     r"focal_loss: 'targets' must have shape \(2,\) to match the batch, got \(1,\)\."),
+    ("gradient_match_count", lambda: gradient_match_distance([_LOGITS], []), ValueError,
+     r"gradient_match_distance: 'a' and 'b' must hold as many tensors, at least one, "
+     r"got 1 and 0\."),
+    ("gradient_match_shape", lambda: gradient_match_distance([_LOGITS], [torch.zeros(3, 2)]),
+     ValueError, r"gradient_match_distance: tensors must have matching shapes with at least one "
+     r"dimension, got \(2, 3\) and \(3, 2\)\."),
     ("fedrs_alpha", lambda: fedrs_scale([1, 0], alpha=1.5), ValueError,
      r"fedrs_scale: 'alpha' must be a float >= 0 and <= 1, got 1\.5\."),
     ("fedrs_mode", lambda: fedrs_scale([1, 0], mode="medium"), ValueError,
@@ -384,12 +496,6 @@ _VALIDATION_CASES = [
      r"fedrs_scale: 'class_counts' must have a positive sum"),
     ("fedrs_counts_type", lambda: fedrs_scale(3), TypeError,
      r"fedrs_scale: 'class_counts' must be a tensor, array or sequence"),
-    ("restricted_weight", lambda: restricted_logits(torch.zeros(2, 4), torch.zeros(3, 5),
-                                                   torch.ones(3)), ValueError,
-     r"restricted_logits: 'weight' must have shape \(classes, 4\) to match 'features'"),
-    ("restricted_scale", lambda: restricted_logits(torch.zeros(2, 4), torch.zeros(3, 4),
-                                                  torch.ones(2)), ValueError,
-     r"restricted_logits: 'scale' must have shape \(3,\)"),
     ("fedlc_form", lambda: fedlc_loss(_LOGITS, _TARGETS, [1, 1, 1], form="both"), ValueError,
      r"fedlc_loss: 'form' must be one of 'ce_calibrated', 'paper', got 'both'\."),
     ("fedlc_tau", lambda: fedlc_loss(_LOGITS, _TARGETS, [1, 1, 1], tau=-1.0), ValueError,
