@@ -1,12 +1,14 @@
 """Evaluation metrics: balanced accuracy, bAUC, shot groups, client means, Dice.
 
 NumPy arrays in, Python floats (or NumPy arrays) out; torch tensors are accepted anywhere an
-array is (they are detached and moved to the CPU). Every metric is vectorised with ``bincount``
-and sorting, so it stays cheap when called every round on a few thousand predictions.
+array is (they are detached and moved to the CPU). The accuracy family is vectorised with
+``bincount``, so it stays cheap when called every round on a few thousand predictions.
 
 Conventions (``evaluation.md`` §3): balanced accuracy and bAUC average over the classes
 **present in** ``y_true`` only; a metric that is undefined on its input returns NaN rather than
-raising, so that client means can skip it and report how many clients were skipped.
+raising, so that client means can skip it and report how many clients were skipped. The ROC
+curves and their areas are scikit-learn's (``roc_curve``, ``roc_auc_score``), called only on
+inputs where they are defined, behind these conventions.
 """
 
 from __future__ import annotations
@@ -173,56 +175,25 @@ def softmax(logits: Any, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def _average_ranks(scores: np.ndarray) -> np.ndarray:
-    """Column-wise ranks 1..N with ties given their average rank (like scipy's rankdata)."""
-    n, c = scores.shape
-    order = np.argsort(scores, axis=0, kind="stable")
-    sorted_scores = np.take_along_axis(scores, order, axis=0)
-    ranks = np.empty((n, c), dtype=np.float64)
-    positions = np.arange(1, n + 1, dtype=np.float64)
-    for col in range(c):  # loop over classes only; each column is vectorised
-        values = sorted_scores[:, col]
-        starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-        lengths = np.diff(np.r_[starts, n])
-        mean_rank = np.repeat(positions[starts] + (lengths - 1) / 2.0, lengths)
-        ranks[order[:, col], col] = mean_rank
-    return ranks
-
-
 def _exact_aucs(true: np.ndarray, scores: np.ndarray, present: np.ndarray) -> np.ndarray:
-    # Mann-Whitney: AUC_c = (Σ ranks of positives - n_c(n_c+1)/2) / (n_c · (N - n_c)).
-    n, c = scores.shape
-    ranks = _average_ranks(scores[:, present])
-    column_of = np.full(c, -1)
-    column_of[present] = np.arange(len(present))
-    rank_of_own_class = ranks[np.arange(n), column_of[true]]
-    rank_sums = np.bincount(column_of[true], weights=rank_of_own_class, minlength=len(present))
-    positives = np.bincount(column_of[true], minlength=len(present)).astype(np.float64)
-    negatives = n - positives
-    return (rank_sums - positives * (positives + 1) / 2) / (positives * negatives)
+    # One-vs-rest ROC-AUC of each present class (ties count one half), by scikit-learn: the
+    # indicator matrix of the present classes against their score columns.
+    from sklearn.metrics import roc_auc_score
 
-
-def _roc_curve(is_positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC points (FPR, TPR) at every distinct threshold, from (0, 0) to (1, 1)."""
-    order = np.argsort(-score, kind="stable")
-    score, is_positive = score[order], is_positive[order]
-    last_of_tie = np.r_[np.flatnonzero(score[1:] != score[:-1]), len(score) - 1]
-    true_pos = np.cumsum(is_positive)[last_of_tie]
-    false_pos = (last_of_tie + 1) - true_pos
-    tpr = np.r_[0.0, true_pos / true_pos[-1]]
-    fpr = np.r_[0.0, false_pos / false_pos[-1]]
-    return fpr, tpr
+    indicators = (true[:, None] == present[None, :]).astype(np.int64)
+    return np.asarray(roc_auc_score(indicators, scores[:, present], average=None), dtype=float)
 
 
 def _grid_aucs(true: np.ndarray, scores: np.ndarray, present: np.ndarray) -> np.ndarray:
-    # The authors' evaluation: interpolate each ROC on a 1,000-point FPR grid, integrate by
-    # the trapezoidal rule.
+    # The authors' evaluation: scikit-learn's ROC of each class, interpolated on a 1,000-point
+    # FPR grid and integrated by the trapezoidal rule.
+    from sklearn.metrics import auc, roc_curve
+
     grid = np.linspace(0.0, 1.0, _GRID_POINTS)
     aucs = np.empty(len(present))
     for i, cls in enumerate(present):
-        fpr, tpr = _roc_curve(true == cls, scores[:, cls])
-        curve = np.interp(grid, fpr, tpr)
-        aucs[i] = float(np.sum((curve[1:] + curve[:-1]) * np.diff(grid)) / 2.0)
+        fpr, tpr, _ = roc_curve(true == cls, scores[:, cls])
+        aucs[i] = auc(grid, np.interp(grid, fpr, tpr))
     return aucs
 
 
@@ -265,10 +236,11 @@ def balanced_auc(y_true: Any, scores: Any, mode: str = "exact") -> float:
     scores : (N, C) scores, higher = more likely; usually ``softmax(logits)`` (see
         :func:`classification_metrics` for the ``auc_score`` choice)
     mode : {"exact", "grid1000"}, default "exact"
-        ``"exact"``: rank statistic (Mann-Whitney U, ties count one half), equal to
-        scikit-learn's ``roc_auc_score`` per class. ``"grid1000"``: the authors' evaluation,
-        which interpolates each class's ROC on 1,000 FPR points and integrates by trapezoids;
-        it differs from ``"exact"`` by the grid error only (about 1e-3 or less).
+        ``"exact"``: scikit-learn's ``roc_auc_score`` of each class (the Mann-Whitney rank
+        statistic, ties count one half). ``"grid1000"``: the authors' evaluation, which
+        interpolates scikit-learn's ``roc_curve`` of each class on 1,000 FPR points and
+        integrates by trapezoids; it differs from ``"exact"`` by the grid error only (about
+        1e-3 or less).
 
     References
     ----------

@@ -142,6 +142,21 @@ def test_bauc_nan_with_fewer_than_two_classes():
     assert math.isnan(balanced_auc([1, 1, 1], np.full((3, 3), 1 / 3)))
 
 
+@pytest.mark.parametrize("mode", ["exact", "grid1000"])
+def test_bauc_undefined_inputs_give_nan_without_warnings(mode):
+    # scikit-learn is never asked for an AUC it cannot define (a class with no positives or no
+    # negatives): one class present, or no samples, is NaN by fedlib's convention.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(balanced_auc([2, 2], np.array([[0.1, 0.2, 0.7], [0.3, 0.3, 0.4]]),
+                                       mode=mode))
+        assert math.isnan(balanced_auc(np.zeros(0, np.int64), np.zeros((0, 3)), mode=mode))
+        # two classes present out of three: the absent class's column is never scored
+        y, scores = np.array([0, 2, 0, 2]), np.array([[0.9, 0.0, 0.1], [0.2, 0.0, 0.8],
+                                                      [0.6, 0.0, 0.4], [0.7, 0.0, 0.3]])
+        assert balanced_auc(y, scores, mode=mode) == pytest.approx(0.75, abs=1e-3)
+
+
 # --------------------------------------------------------------------------- shot groups
 
 
