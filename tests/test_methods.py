@@ -15,6 +15,7 @@ from torch import nn
 from toy_federation import blobs, tiny_cnn
 
 from fedlib.core import Algorithm, ClientState, LocalContext, RoundMessage, Simulation
+from fedlib.losses import gradient_match_distance, linear_ce_gradients
 from fedlib.methods import (
     METHODS,
     MOON,
@@ -29,7 +30,6 @@ from fedlib.methods import (
     LocalOnly,
     get_method,
 )
-from fedlib.methods.creff import gradient_match_distance, linear_ce_gradients
 from fedlib.models import ProjectionHeadModel, TwoHeadClassifier
 
 FAST = {"creff": {"retrain_epochs": 5, "match_steps": 5}, "fedbabu": {"ft_epochs": 1}}

@@ -16,8 +16,7 @@ from fedlib._validation import Interval
 from fedlib.core.algorithm import LocalContext
 from fedlib.core.batches import iterate_batches
 from fedlib.core.protocol import ClientReply, GlobalState, RoundMessage
-from fedlib.losses import _row_distance, linear_ce_gradients
-from fedlib.losses import gradient_match_distance as gradient_match_distance  # re-export
+from fedlib.losses import gradient_match_distance, linear_ce_gradients
 from fedlib.methods.fedavg import FedAvg
 
 CLASSIFIER_PREFIX = "creff.classifier."
@@ -182,9 +181,7 @@ class CReFF(FedAvg):
         for _ in range(self.match_steps):
             per_class = features.view(-1, m, dim)[classes]
             synthetic = linear_ce_gradients(per_class, labels, weight, bias)
-            loss = sum(
-                _row_distance(s, t, 1e-6) for s, t in zip(synthetic, targets, strict=False)
-            )
+            loss = gradient_match_distance(synthetic[: len(targets)], targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
