@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedlib._validation import Interval, check_param
+from fedlib._validation import Interval, Options, check_param
 
 __all__ = [
     "Comparison",
@@ -40,6 +40,7 @@ __all__ = [
     "say",
     "seeds_phrase",
     "trend",
+    "verdict",
     "wrap",
 ]
 
@@ -54,6 +55,11 @@ def _values(owner: str, name: str, values: Sequence[float]) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ValueError(f"{owner}: {name!r} must be finite, got {array.tolist()}.")
     return array
+
+
+def _signed(value: float, digits: int) -> str:
+    """``+0.123``; a value that rounds to zero prints as ``+0.000``, never ``-0.000``."""
+    return f"{round(float(value), digits) + 0.0:+.{digits}f}"
 
 
 def seeds_phrase(n: int) -> str:
@@ -169,13 +175,13 @@ def compare(
     n = diffs.size
     head = f"{a} vs {b}, {metric}: "
     if n == 1:
-        sentence = (f"{head}{diffs[0]:+.{digits}f} in the one seed run; one seed: no "
+        sentence = (f"{head}{_signed(diffs[0], digits)} in the one seed run; one seed: no "
                     "spread, so no finding either way.")
         return Comparison(a, b, metric, (float(diffs[0]),), "one seed", sentence)
     mean, spread = float(diffs.mean()), float(diffs.std(ddof=1))
     ahead, behind = int((diffs > 0).sum()), int((diffs < 0).sum())
     every = "both seeds" if n == 2 else f"all {n} seeds"
-    numbers = f"{head}{mean:+.{digits}f} ± {spread:.{digits}f} over {n} seeds; "
+    numbers = f"{head}{_signed(mean, digits)} ± {spread:.{digits}f} over {n} seeds; "
     if ahead == n:
         verdict, tail = "ahead", f"{a} ahead in {every}."
     elif behind == n:
@@ -185,6 +191,45 @@ def compare(
         tail = (f"{a} ahead in {ahead} of {n}, behind in {behind}: within the noise, "
                 "not a finding.")
     return Comparison(a, b, metric, tuple(diffs.tolist()), verdict, numbers + tail)
+
+
+def verdict(comparison: Comparison, expected: str) -> str:
+    """Whether a comparison bears out an expectation stated before the run, in words.
+
+    ``expected`` is what the hypothesis predicts for ``comparison.a`` against
+    ``comparison.b``: "ahead", "behind", or "mixed" (no difference beyond the noise).
+
+    - one seed: "untested (one seed)";
+    - the comparison's verdict is the expected one: "supported";
+    - the opposite of an expected direction, or a direction where none was expected:
+      "contradicted";
+    - a mixed result where a direction was expected: "not shown".
+
+    Examples
+    --------
+    >>> verdict(compare("BSM", [0.5, 0.6], "CE", [0.4, 0.5], metric="BAcc"), "ahead")
+    'supported: BSM ahead of CE in both seeds (+0.100 ± 0.000).'
+    """
+    check_param("verdict", "expected", expected, Options(("ahead", "behind", "mixed")))
+    c = comparison
+    n = len(c.diffs)
+    if c.verdict == "one seed":
+        return f"untested (one seed): {c.a} {_signed(c.diffs[0], 3)} against {c.b}."
+    mean, spread = mean_spread(c.diffs)
+    numbers = f"({_signed(mean, 3)} ± {spread:.3f})"
+    every = "both seeds" if n == 2 else f"all {n} seeds"
+    if c.verdict == "mixed":
+        observed = f"{c.a} ahead of {c.b} in {c.ahead_in} of {n} seeds {numbers}"
+    else:
+        relation = "ahead of" if c.verdict == "ahead" else "behind"
+        observed = f"{c.a} {relation} {c.b} in {every} {numbers}"
+    if c.verdict == expected:
+        word = "supported"
+    elif c.verdict == "mixed":
+        word = "not shown"
+    else:
+        word = "contradicted"
+    return f"{word}: {observed}."
 
 
 def gap_closed(

@@ -17,6 +17,7 @@ from fedlib.report import (
     say,
     seeds_phrase,
     trend,
+    verdict,
     wrap,
 )
 
@@ -200,3 +201,32 @@ def test_wrap_keeps_lines_on_the_page(capsys):
     assert lines[-1] == "short"
     assert all(len(line) <= PAGE_WIDTH for line in lines)
     assert lines[1].startswith("  ")  # continuation lines are indented
+
+
+# --- verdicts on hypotheses -------------------------------------------------------------------
+
+def test_verdict_supported():
+    c = compare("BSM", [0.5, 0.6, 0.7], "CE", [0.4, 0.5, 0.6], metric="BAcc")
+    assert verdict(c, "ahead") == "supported: BSM ahead of CE in all 3 seeds (+0.100 ± 0.000)."
+
+
+def test_verdict_contradicted_and_not_shown():
+    behind = compare("A", [0.1, 0.2], "B", [0.3, 0.4], metric="m")
+    assert verdict(behind, "ahead") == "contradicted: A behind B in both seeds (-0.200 ± 0.000)."
+    assert verdict(behind, "mixed").startswith("contradicted: ")
+    mixed = compare("A", [0.5, 0.3, 0.4], "B", [0.4, 0.4, 0.4], metric="m")
+    assert verdict(mixed, "ahead") == ("not shown: A ahead of B in 1 of 3 seeds "
+                                       "(+0.000 ± 0.100).")
+    assert verdict(mixed, "mixed").startswith("supported: ")
+
+
+def test_verdict_one_seed_is_untested():
+    c = compare("A", [0.5], "B", [0.3], metric="m")
+    assert verdict(c, "ahead") == "untested (one seed): A +0.200 against B."
+
+
+def test_verdict_checks_expected():
+    c = compare("A", [0.5], "B", [0.3], metric="m")
+    with pytest.raises(ValueError, match="verdict: 'expected' must be one of 'ahead', 'behind', "
+                                         "'mixed', got 'better'"):
+        verdict(c, "better")
