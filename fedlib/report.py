@@ -82,19 +82,22 @@ def mean_spread(values: Sequence[float]) -> tuple[float, float | None]:
     return float(array.mean()), float(array.std(ddof=1))
 
 
-def format_mean_spread(values: Sequence[float], digits: int = 3) -> str:
+def format_mean_spread(values: Sequence[float], digits: int = 3, *, signed: bool = False) -> str:
     """``"0.300 ± 0.141"``, or ``"0.500 (one seed)"`` where there is no spread.
+
+    ``signed=True`` writes the mean with its sign (``"+0.300 ± 0.141"``), for differences.
 
     >>> format_mean_spread([0.2, 0.4])
     '0.300 ± 0.141'
-    >>> format_mean_spread([0.5])
-    '0.500 (one seed)'
+    >>> format_mean_spread([-0.5], signed=True)
+    '-0.500 (one seed)'
     """
     check_param("format_mean_spread", "digits", digits, Interval(int, 0, 10))
     mean, spread = mean_spread(values)
+    shown = _signed(mean, digits) if signed else f"{mean:.{digits}f}"
     if spread is None:
-        return f"{mean:.{digits}f} (one seed)"
-    return f"{mean:.{digits}f} ± {spread:.{digits}f}"
+        return f"{shown} (one seed)"
+    return f"{shown} ± {spread:.{digits}f}"
 
 
 @dataclass(frozen=True)
@@ -301,7 +304,7 @@ def leader(results: Mapping[str, Sequence[float]], *, metric: str, digits: int =
     >>> leader({"A": [0.5, 0.6], "B": [0.4, 0.5]}, metric="BAcc")
     'BAcc: A leads, ahead of every other method in both seeds (A 0.550 ± 0.071).'
     >>> leader({"A": [0.5], "B": [0.4]}, metric="BAcc")
-    'BAcc: highest in the one seed run A (0.500); one seed: no spread, no ranking.'
+    'BAcc: highest in the one seed run: A (0.500); one seed: no spread, no ranking.'
     """
     owner = "leader"
     if not results:
@@ -314,8 +317,8 @@ def leader(results: Mapping[str, Sequence[float]], *, metric: str, digits: int =
     n = sizes.pop()
     top = max(values, key=lambda name: values[name].mean())
     if n == 1:
-        return (f"{metric}: highest in the one seed run {top} ({values[top][0]:.{digits}f}); "
-                "one seed: no spread, no ranking.")
+        return (f"{metric}: highest in the one seed run: {top} "
+                f"({values[top][0]:.{digits}f}); one seed: no spread, no ranking.")
     shown = f"{top} {format_mean_spread(values[top], digits)}"
     if len(values) == 1:
         return f"{metric}: only {shown}."

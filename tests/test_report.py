@@ -36,6 +36,8 @@ def test_one_value_has_no_spread():
 def test_format_mean_spread():
     assert format_mean_spread([1.0, 2.0, 3.0]) == "2.000 ± 1.000"
     assert format_mean_spread([0.4567], digits=2) == "0.46 (one seed)"
+    assert format_mean_spread([0.1, 0.3], signed=True) == "+0.200 ± 0.141"
+    assert format_mean_spread([-0.0001], signed=True) == "+0.000 (one seed)"
 
 
 @pytest.mark.parametrize("values", [[], [0.1, float("nan")], [float("inf")]])
@@ -157,7 +159,8 @@ def test_leader_within_noise_names_no_single_leader():
 
 def test_leader_one_seed_is_no_ranking():
     text = leader({"A": [0.5], "B": [0.7]}, metric="few")
-    assert text == "few: highest in the one seed run B (0.700); one seed: no spread, no ranking."
+    assert text == ("few: highest in the one seed run: B (0.700); one seed: no spread, "
+                    "no ranking.")
     assert "leads" not in text and "best" not in text
 
 
