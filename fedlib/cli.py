@@ -607,19 +607,26 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--root", default=None, help="data root")
     check.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     check.set_defaults(func=cmd_check_data)
+
+    from fedlib.quant.cli import add_parser as add_quantize
+
+    add_quantize(sub)
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, dataset: str | None = None) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, CLIError | RunError | ValueError | TypeError | OSError):
+    if isinstance(exc, CLIError | RunError | ValueError | TypeError | OSError) or (
+        type(exc).__name__ == "ClientError"
+    ):
         message = text
     else:
         message = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
     cause: BaseException | None = exc
     while cause is not None:
-        if type(cause).__name__ == "DataFormatError":
-            message += " Run `python -m fedlib check-data NAME` to list every unreadable file."
+        if type(cause).__name__ == "DataFormatError" and dataset is not None:
+            message += (f" Run `python -m fedlib check-data {dataset}` to list every unreadable "
+                        "file before training.")
             break
         cause = cause.__cause__
     return message
@@ -641,7 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if getattr(args, "debug", False):
             raise
-        raise SystemExit(f"fedlib {verb}: {_one_line(exc)}") from None
+        dataset = getattr(args, "dataset", None) if verb == "run" else None
+        raise SystemExit(f"fedlib {verb}: {_one_line(exc, dataset)}") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

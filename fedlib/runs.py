@@ -264,7 +264,7 @@ def _format_spread(values: np.ndarray) -> str:
         return "n/a"
     if finite.size == 1:
         return f"{finite[0]:.3f} (1 seed: no spread)"
-    return f"{finite.mean():.3f} ± {finite.std():.3f}"
+    return f"{finite.mean():.3f} ± {finite.std(ddof=1):.3f}"
 
 
 def report_table(
@@ -274,7 +274,8 @@ def report_table(
 
     A row pools the finished seeds (``seedN/summary.json``) of one folder; it refuses seeds run
     with different settings (another method, other data options, ...), naming the seeds and what
-    differs. The spread is the standard deviation over seeds; one seed is shown as
+    differs. The spread is the sample standard deviation over seeds (``ddof=1``, as in
+    :mod:`fedlib.report`); one seed is shown as
     ``"x (1 seed: no spread)"``. Seeds the run asked for (``run.json``) without a summary are
     listed in ``missing`` and in the notes.
 

@@ -166,3 +166,16 @@ def test_a_run_killed_mid_seed_resumes_to_the_same_summary_and_weights(tmp_path)
     for name in ("summary.json", "model.pt"):
         assert (killed_dir / "seed0" / name).read_bytes() == \
             (tmp_path / "whole" / "seed0" / name).read_bytes(), name
+
+
+def test_report_spread_is_the_sample_standard_deviation(tmp_path):
+    from fedlib.runs import write_json
+
+    for seed, value in ((0, 0.2), (1, 0.4)):
+        write_json(tmp_path / "r" / f"seed{seed}" / "summary.json",
+                   {"method": "fedavg", "settings_fingerprint": "same",
+                    "gen_balanced_accuracy": value, "gen_bauc": None})
+    table, notes = report_table([tmp_path / "r"], metrics=["gen_balanced_accuracy", "gen_bauc"])
+    # mean 0.3, sqrt(((0.2 - 0.3)^2 + (0.4 - 0.3)^2) / (2 - 1)) = 0.1414
+    assert table.loc[0, "gen_balanced_accuracy"] == "0.300 ± 0.141"
+    assert table.loc[0, "gen_bauc"] == "n/a" and notes == []

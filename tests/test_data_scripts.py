@@ -281,9 +281,42 @@ def test_isic_check_split_wants_flamby_shape(monkeypatch, tmp_path):
     script = load_script("isic2019", monkeypatch)
     pd.DataFrame({"image": ["a", "b"], "center": [0, 1], "fold": ["train", "test"]}).to_csv(
         tmp_path / "train_test_split", index=False)
-    with pytest.raises(ValueError, match="expected 23247 rows and centres 0..5, found 2 rows"):
+    with pytest.raises(ValueError, match="expected 23247 rows and centres 0..5, found 2 rows.* "
+                                         "moved aside to .*train_test_split.rejected"):
         script.check_split(tmp_path / "train_test_split")
     assert not (tmp_path / "train_test_split").exists()  # refetched on the next run
+    assert (tmp_path / "train_test_split.rejected").is_file()  # but never deleted
+
+
+def test_isic_skip_download_never_deletes_the_users_files(monkeypatch, tmp_path, capsys):
+    script = load_script("isic2019", monkeypatch)
+    folder = tmp_path / "isic2019"
+    folder.mkdir()
+    mine = "image,center,fold\nISIC_1,0,train\n"
+    (folder / "train_test_split").write_text(mine)
+    zip_bytes = _zip_bytes({"ISIC_2019_Training_Input/ISIC_1.jpg": b"x"})
+    (folder / "ISIC_2019_Training_Input.zip").write_bytes(zip_bytes)
+    assert script.main(["--root", str(tmp_path), "--skip-download", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "moved aside to" in err and "train_test_split.rejected" in err
+    assert (folder / "train_test_split.rejected").read_text() == mine
+    assert (folder / "ISIC_2019_Training_Input.zip").read_bytes() == zip_bytes
+
+
+def test_a_users_file_with_another_checksum_is_moved_aside_not_deleted(server, monkeypatch,
+                                                                       tmp_path, capsys):
+    script = load_script("medmnist", monkeypatch)
+    payload = _medmnist_npz()
+    server.files["/breastmnist.npz?download=1"] = payload
+    monkeypatch.setattr(script, "ZENODO_URL", server.url("/{filename}?download=1"))
+    monkeypatch.setitem(script.MD5, "breastmnist", (md5(payload), None, None, None))
+    (tmp_path / "medmnist").mkdir()
+    (tmp_path / "medmnist" / "breastmnist.npz").write_bytes(b"my own edited copy")
+    assert script.main(["--root", str(tmp_path), "--name", "breastmnist", "--no-progress"]) == 0
+    assert (tmp_path / "medmnist" / "breastmnist.npz").read_bytes() == payload
+    kept = tmp_path / "medmnist" / "breastmnist.npz.rejected"
+    assert kept.read_bytes() == b"my own edited copy"
+    assert f"moved aside to {kept}" in capsys.readouterr().err
 
 
 def test_rsna_script_converts_splits_and_prints_kaggle_steps(server, monkeypatch, tmp_path,

@@ -702,3 +702,186 @@ def test_read_client_split_refuses_pickles_and_bad_files(tmp_path):
     (tmp_path / "junk.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
     with pytest.raises(DataFormatError, match="junk.npy"):
         load_pickled_split(tmp_path / "junk.npy")
+
+
+# ----------------------------------------------------------------------------- registry and CLI
+
+
+def _ham_root(tmp_path: Path) -> Path:
+    (tmp_path / "ham10000").mkdir()
+    _make_ham(tmp_path / "ham10000")
+    return tmp_path
+
+
+def _busi_root(tmp_path: Path, per_class: int = 6) -> Path:
+    folder = tmp_path / "busi" / "Dataset_BUSI_with_GT"
+    for name in ("benign", "malignant", "normal"):
+        (folder / name).mkdir(parents=True)
+        for n in range(1, per_class + 1):
+            Image.new("L", (12, 12), 20 * n).save(folder / name / f"{name} ({n}).png")
+            _save_mask(folder / name / f"{name} ({n})_mask.png", (0, 4, 0, 4), size=(12, 12))
+    return tmp_path
+
+
+def _medmnist_root(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 40), ("val", 4), ("test", 14)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, size=(n, 8, 8, 3), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 7).reshape(n, 1).astype(np.uint8)
+    (tmp_path / "medmnist").mkdir()
+    np.savez(tmp_path / "medmnist" / "dermamnist.npz", **arrays)
+    return tmp_path
+
+
+def test_registry_loads_ham10000_busi_and_medmnist(tmp_path):
+    from fedlib.data import load_dataset
+
+    ham = load_dataset("ham10000", root=_ham_root(tmp_path), image_size=8)
+    assert ham.client_names == ("rosendahl", "vidir_modern", "vienna_dias", "vidir_molemax")
+    busi = load_dataset("busi", root=_busi_root(tmp_path), image_size=8)
+    assert busi.num_clients == 1 and busi.class_names == ("benign", "malignant")
+    derma = load_dataset("medmnist:dermamnist", root=_medmnist_root(tmp_path))
+    assert derma.num_classes == 7 and len(derma.train[0]) == 40 and len(derma.test[0]) == 14
+    with pytest.raises(ValueError, match="name a MedMNIST dataset as medmnist:<name>"):
+        load_dataset("medmnist", root=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["ham10000", "busi", "medmnist:dermamnist"])
+def test_real_datasets_repartition_lazily_by_labels(tmp_path, name):
+    from fedlib.data import load_dataset
+
+    _ham_root(tmp_path), _busi_root(tmp_path), _medmnist_root(tmp_path)
+    options = {} if name.startswith("medmnist") else {"image_size": 8}
+    natural = load_dataset(name, root=tmp_path, **options)
+    split = load_dataset(name, root=tmp_path, partition="dirichlet", num_clients=2, alpha=1.0,
+                         min_size=2, **options)
+    pooled = sum(len(natural.train[k]) + len(natural.test[k]) for k in natural.client_ids())
+    assert sum(len(split.train[k]) + len(split.test[k]) for k in range(2)) == pooled
+    again = load_dataset(name, root=tmp_path, partition="dirichlet", num_clients=2, alpha=1.0,
+                         min_size=2, **options)
+    assert again.fingerprint() == split.fingerprint()
+    if not name.startswith("medmnist"):  # lazy files stay lazy: paths, no decoded pixels
+        assert isinstance(split.train[0], ImageFileDataset)
+
+
+def test_cli_runs_on_prepared_ham10000_busi_and_medmnist(tmp_path):
+    from fedlib.cli import main
+
+    _ham_root(tmp_path), _busi_root(tmp_path), _medmnist_root(tmp_path)
+    common = ["--method", "fedavg", "--rounds", "1", "--root", str(tmp_path), "--width", "2",
+              "--no-progress"]
+    assert main(["run", "--dataset", "ham10000", "--data-option", "image_size=8", *common,
+                 "--out", str(tmp_path / "runs" / "ham")]) == 0
+    assert main(["run", "--dataset", "busi", "--partition", "dirichlet", "--clients", "2",
+                 "--data-option", "min_size=2", "--data-option", "image_size=8", *common,
+                 "--out", str(tmp_path / "runs" / "busi")]) == 0
+    assert main(["run", "--dataset", "medmnist:dermamnist", "--partition", "dirichlet",
+                 "--clients", "3", "--data-option", "min_size=2", *common,
+                 "--out", str(tmp_path / "runs" / "derma")]) == 0
+    for run in ("ham", "busi", "derma"):
+        assert (tmp_path / "runs" / run / "seed0" / "summary.json").is_file()
+
+
+def test_a_corrupt_image_is_one_line_naming_it_and_check_data_lists_every_one(tmp_path, capsys):
+    from fedlib.cli import main
+
+    root = _ham_root(tmp_path)
+    bad = sorted((root / "ham10000").glob("HAM10000_images_part_*/*.jpg"))[-2:]
+    for path in bad:
+        path.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(SystemExit, match=r"^fedlib run: .*client \d failed in round 1: .*ISIC_"
+                                         r".*corrupt or unreadable image.*Run `python -m fedlib "
+                                         r"check-data ham10000`") as info:
+        main(["run", "--dataset", "ham10000", "--method", "fedavg", "--rounds", "1",
+              "--root", str(root), "--data-option", "image_size=8", "--width", "2",
+              "--no-progress", "--out", str(tmp_path / "run")])
+    assert "\n" not in str(info.value)
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match=r"fedlib check-data: ham10000: 2 of 20 file\(s\) "
+                                         r"unreadable or inconsistent"):
+        main(["check-data", "ham10000", "--root", str(root), "--no-progress"])
+    listed = capsys.readouterr().out
+    for path in bad:
+        assert f"{path}: corrupt or unreadable image" in listed
+
+
+def test_check_data_passes_a_clean_dataset(tmp_path, capsys):
+    from fedlib.cli import main
+
+    root = _busi_root(tmp_path, per_class=5)
+    assert main(["check-data", "busi", "--root", str(root), "--no-progress"]) == 0
+    assert "busi: 10 file(s) decoded, all readable." in capsys.readouterr().out
+
+
+def test_busi_empty_class_folder_is_an_error(tmp_path):
+    folder = _make_busi(tmp_path)
+    for file in (folder / "malignant").iterdir():
+        file.unlink()
+    with pytest.raises(DataFormatError, match="malignant: the class folder 'malignant' holds no "
+                                              r"image \(it is empty\)"):
+        busi_dataset(tmp_path)
+
+
+def test_isic_header_only_split_is_an_error(tmp_path):
+    _make_isic(tmp_path)
+    header = (tmp_path / "train_test_split").read_text().splitlines()[0]
+    (tmp_path / "train_test_split").write_text(header + "\n")
+    with pytest.raises(DataFormatError, match=r"train_test_split: the split file lists no image "
+                                              r"\(a header only\)"):
+        load_isic2019(dataset_dir=tmp_path)
+    from fedlib.cli import main
+
+    with pytest.raises(SystemExit, match="fedlib run: .*lists no image"):
+        main(["run", "--dataset", "isic2019", "--method", "fedavg", "--root", str(tmp_path.parent),
+              "--out", str(tmp_path / "run"), "--no-progress",
+              "--data-option", f"dataset_dir={tmp_path}"])
+
+
+def test_layout_hint_images_one_folder_too_deep(tmp_path):
+    _make_isic(tmp_path)
+    images = tmp_path / "ISIC_2019_Training_Input"
+    nested = images / "ISIC_2019_Training_Input"
+    nested.mkdir()
+    for file in images.glob("*.jpg"):
+        file.rename(nested / file.name)
+    with pytest.raises(FileNotFoundError, match=r"Found it one folder deeper, at .*"
+                                                r"ISIC_2019_Training_Input/ISIC_2019_Training_"
+                                                r"Input/ISIC_0000001.jpg: move the contents"):
+        load_isic2019(dataset_dir=tmp_path)
+    _make_busi(tmp_path / "b")
+    busi = tmp_path / "b" / "busi" / "Dataset_BUSI_with_GT"
+    busi.rename(tmp_path / "b" / "inner")
+    busi.mkdir()
+    (tmp_path / "b" / "inner").rename(busi / "Dataset_BUSI_with_GT")
+    with pytest.raises(FileNotFoundError, match="Found it one folder deeper"):
+        busi_dataset(tmp_path / "b")
+
+
+def test_layout_hint_lowercase_ham_folders(tmp_path):
+    _make_ham(tmp_path)
+    for name in ("HAM10000_images_part_1", "HAM10000_images_part_2"):
+        (tmp_path / name).rename(tmp_path / name.lower())
+    with pytest.raises(FileNotFoundError, match=r"Found .*ham10000_images_part_1 instead: names "
+                                                r"are case-sensitive; rename it to "
+                                                r"HAM10000_images_part_1"):
+        load_ham10000(dataset_dir=tmp_path)
+
+
+def test_layout_hint_kaggle_rsna_folder_nested_one_level(tmp_path):
+    _make_ich(tmp_path)
+    kaggle = tmp_path / "rsna-intracranial-hemorrhage-detection"
+    kaggle.mkdir()
+    (tmp_path / "stage_2_train.csv").rename(kaggle / "stage_2_train.csv")
+    (tmp_path / "stage_2_train").rename(kaggle / "stage_2_train")
+    with pytest.raises(FileNotFoundError, match=r"stage_2_train.csv. Found it one folder deeper, "
+                                                r"at .*rsna-intracranial-hemorrhage-detection"):
+        load_rsna_ich(dataset_dir=tmp_path, split_file=tmp_path / "split.json")
+
+
+def test_missing_rsna_client_split_says_how_to_get_it_offline(tmp_path):
+    _make_ich(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"RSNA-ICH client split not found: .*"
+                                                r"ich_split_10clients.json\. .*data_scripts/"
+                                                r"rsna_ich.py.*Offline: copy"):
+        load_rsna_ich(dataset_dir=tmp_path)
