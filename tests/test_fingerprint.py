@@ -112,3 +112,12 @@ def test_fingerprint_of_lazy_files_uses_names_and_sizes_without_decoding(tmp_pat
     assert data.fingerprint() == before
     paths[1].write_bytes(b"not decoded, longer")
     assert data.fingerprint() != before
+
+
+def test_empty_clients_are_named_and_a_federation_needs_a_client():
+    empty = ArrayDataset(torch.zeros(0, 1, 2, 2), torch.zeros(0, dtype=torch.int64))
+    full = ArrayDataset(torch.zeros(2, 1, 2, 2), torch.tensor([0, 1]))
+    data = FederatedDataset("gaps", {0: full, 1: empty}, {0: empty, 1: full}, ("a", "b"))
+    assert data.empty_clients("train") == [1] and data.empty_clients("test") == [0]
+    with pytest.raises(ValueError, match="'none' has no clients"):
+        FederatedDataset("none", {}, {}, ("a",))

@@ -16,6 +16,7 @@ from fedlib.data.partitions import (
     natural_partition,
     partition_stats,
     pathological_partition,
+    proportional_test_indices,
     split_count_table,
     stratified_split,
 )
@@ -284,6 +285,81 @@ def test_federate_rejects_bad_input():
         federate(_pool(), [np.arange(5), np.arange(3, 8)])
     with pytest.raises(ValueError, match="'test_frac'"):
         federate(_pool(), [np.arange(5)], test_frac=1.0)
+
+
+def test_proportional_test_indices_by_hand():
+    # training counts (6, 3, 0), test set 4 per class: s = min(4/6, 4/3) = 2/3,
+    # t = floor(2/3 * (6, 3, 0)) = (4, 2, 0); class 0 uses all its test images
+    test_labels = np.repeat([0, 1, 2], 4)
+    rows = proportional_test_indices([0] * 6 + [1] * 3, test_labels, seed=5)
+    assert np.bincount(test_labels[rows], minlength=3).tolist() == [4, 2, 0]
+    assert np.array_equal(rows, np.sort(rows)) and len(set(rows.tolist())) == 6
+    again = proportional_test_indices([0] * 6 + [1] * 3, test_labels, seed=5)
+    assert np.array_equal(rows, again)
+    # limit case: training labels in the test set's own proportions take the whole test set
+    assert len(proportional_test_indices(test_labels, test_labels)) == 12
+    # a class absent from the test set is skipped: counts (2, 2) and test (0, 3) -> (0, 3)
+    assert proportional_test_indices([0, 0, 1, 1], [1, 1, 1]).tolist() == [0, 1, 2]
+    assert proportional_test_indices([2], [0, 1]).size == 0
+
+
+def test_proportional_test_indices_rejects_bad_input():
+    with pytest.raises(ValueError, match="'train_labels' must be 1-D"):
+        proportional_test_indices(np.zeros((2, 2), int), [0])
+    with pytest.raises(TypeError, match="'test_labels' must hold integers"):
+        proportional_test_indices([0], [0.5])
+    with pytest.raises(ValueError, match="'num_classes' must be > the largest label"):
+        proportional_test_indices([0, 3], [0], num_classes=2)
+
+
+def test_federate_proportional_local_test_sets():
+    pool, test = _pool(), _pool(30)  # test: 10 per class
+    parts = [np.arange(0, 6), np.flatnonzero(np.arange(60) % 3 == 0)[2:]]
+    data = federate(pool, parts, test=test, local_test="proportional")
+    # client 0 trains on classes (2, 2, 2): the whole test set; client 1 only on class 0
+    assert data.class_counts("test").tolist() == [[10, 10, 10], [10, 0, 0]]
+    assert data.info["test_protocol"] == "proportional"
+    assert data.pooled_test() is test
+    with pytest.raises(ValueError, match="'local_test'='proportional' samples each client's"):
+        federate(pool, parts, local_test="proportional")
+    with pytest.raises(ValueError, match="'local_test' must be one of 'split', 'proportional'"):
+        federate(pool, parts, test=test, local_test="global")
+
+
+def test_federate_keeps_lazy_datasets_lazy(tmp_path):
+    from PIL import Image
+
+    from fedlib.data.real import ImageFileDataset
+
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("L", (4, 4), 40 * i).save(paths[-1])
+    lazy = ImageFileDataset(paths, [0, 1, 0, 1, 0, 1], image_size=4, channels=1)
+    data = federate(lazy, [np.arange(3), np.arange(3, 6)], test_frac=0.4)
+    assert isinstance(data.train[0], ImageFileDataset)  # file lists, nothing decoded
+    held = sorted(p.name for p in data.train[1].paths + data.test[1].paths)
+    assert held == ["3.png", "4.png", "5.png"] and len(data.test[1]) == 2
+
+
+def test_registry_proportional_sets_aside_a_balanced_global_test_set():
+    from fedlib.data import load_dataset
+
+    data = load_dataset("synthderm", partition="dirichlet", num_clients=3, alpha=1.0,
+                        local_test="proportional", scale=0.05, image_size=28)
+    global_test = data.pooled_test()
+    counts = np.bincount(global_test.labels.numpy(), minlength=data.num_classes)
+    assert len(set(counts.tolist())) == 1 and counts[0] >= 1  # balanced
+    train_rows = torch.cat([data.train[k].images for k in data.client_ids()])
+    assert not any(torch.equal(train_rows[i], global_test.images[0])
+                   for i in range(len(train_rows)))  # held out from training
+    for k in data.client_ids():
+        n = data.class_counts("train")[k]
+        t = data.class_counts("test")[k]
+        scale = min(counts[c] / n[c] for c in range(len(n)) if n[c])
+        assert t.tolist() == np.floor(scale * n + 1e-9).astype(int).tolist()
+    with pytest.raises(ValueError, match="with partition 'sites' needs clients that share"):
+        load_dataset("synthderm", local_test="proportional", scale=0.02, image_size=28)
 
 
 # ----------------------------------------------------------------------------- figures
