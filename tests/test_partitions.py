@@ -339,7 +339,7 @@ def test_federate_keeps_lazy_datasets_lazy(tmp_path):
     data = federate(lazy, [np.arange(3), np.arange(3, 6)], test_frac=0.4)
     assert isinstance(data.train[0], ImageFileDataset)  # file lists, nothing decoded
     held = sorted(p.name for p in data.train[1].paths + data.test[1].paths)
-    assert held == ["3.png", "4.png", "5.png"] and len(data.test[1]) == 2
+    assert held == ["3.png", "4.png", "5.png"] and len(data.test[1]) == 1  # class 1: 2 -> 1
 
 
 def test_registry_proportional_sets_aside_a_balanced_global_test_set():
