@@ -179,3 +179,13 @@ def test_report_spread_is_the_sample_standard_deviation(tmp_path):
     # mean 0.3, sqrt(((0.2 - 0.3)^2 + (0.4 - 0.3)^2) / (2 - 1)) = 0.1414
     assert table.loc[0, "gen_balanced_accuracy"] == "0.300 ± 0.141"
     assert table.loc[0, "gen_bauc"] == "n/a" and notes == []
+
+
+def test_checkpoint_every_zero_writes_no_checkpoint_and_resume_restarts_a_seed(tmp_path):
+    out = tmp_path / "r"
+    assert run(out, "--checkpoint-every", "0") == 0
+    assert not (out / "seed0" / "checkpoint.pt").exists()
+    final = (out / "seed0" / "model.pt").read_bytes()
+    (out / "seed0" / "summary.json").unlink()  # killed before any checkpoint: started afresh
+    assert run(out, "--checkpoint-every", "0", "--resume") == 0
+    assert (out / "seed0" / "model.pt").read_bytes() == final
