@@ -9,7 +9,11 @@ What a segmentation run needs beyond the classification path:
   client and their mean) and :func:`evaluate_segmentation_run` (the summary of a finished run,
   ``gen_*`` for the global model and ``spec_*`` for the clients' own models);
 * the simulator: :class:`SegmentationSimulation` records Dice every evaluation round
-  (:func:`record_segmentation_round`) instead of the classification metrics.
+  (:func:`record_segmentation_round`) instead of the classification metrics;
+* watching FedMix: :func:`run_rounds` plays a run round by round with a callback,
+  :class:`PseudoLabelTrace` records the pseudo-labels and the selection each round,
+  :func:`fedmix_round_table` lists the server's ``n_i``, ``ℓ_i`` and ``w_i``, and
+  :func:`pseudo_label_figure` shows example pseudo-labels with a slider over rounds.
 
 Per test image ``ŷ = 1[σ(z) > 0.5]`` and ``Dice = (2|ŷ ∩ y| + ε) / (|ŷ| + |y| + ε)``, ε = 1e-4,
 two empty masks scoring 1 (:func:`fedlib.metrics.dice_score`); a client's score is the mean
@@ -20,31 +24,48 @@ IEEE TMI 2023, arXiv:2205.01840).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import io
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
 from fedlib._validation import Interval, check_param
 from fedlib.core.algorithm import Algorithm
 from fedlib.core.simulation import Simulation
-from fedlib.methods.fedmix import FedMix, SegmentationFedAvg, SegmentationLocal
+from fedlib.methods.fedmix import (
+    ROUNDS_KEY,
+    FedMix,
+    SegmentationFedAvg,
+    SegmentationLocal,
+    supervision_of,
+)
 from fedlib.methods.fedst import FedST
 from fedlib.metrics import client_mean, dice_score
+from fedlib.segmentation_ops import agreement_dice, pseudo_label_pass
 from fedlib.utils import device as default_device
 
 __all__ = [
     "SEGMENTATION_METHODS",
+    "PseudoLabelTrace",
     "SegmentationSimulation",
     "evaluate_segmentation_run",
+    "fedmix_round_table",
     "get_segmentation_method",
     "evaluate_segmentation",
     "is_segmentation",
+    "pseudo_label_figure",
     "record_segmentation_round",
+    "run_rounds",
     "segmentation_scores",
     "segmentation_summary",
 ]
@@ -259,3 +280,213 @@ def evaluate_segmentation_run(sim: Simulation) -> dict[str, Any]:
         out["spec_dice"] = summary["dice_mean"]
     out["num_test_images"] = summary["num_test_images"]
     return out
+
+
+# --------------------------------------------------------------------------- watching a run
+
+
+def run_rounds(sim: Simulation, callback: Callable[[Simulation], None]) -> None:
+    """Play ``sim``'s remaining rounds one at a time, calling ``callback(sim)`` before the
+    first and after every round (e.g. to record the pseudo-labels the next round would use).
+
+    The rounds are exactly those of ``sim.run()`` (every random choice derives from the seed,
+    the round and the client); the history gains an evaluation record after every round.
+    """
+    target = sim.num_rounds
+    callback(sim)
+    try:
+        for done in range(sim.state_.round + 1, target + 1):
+            sim.num_rounds = done
+            sim.run()
+            callback(sim)
+    finally:
+        sim.num_rounds = target
+
+
+@dataclass
+class PseudoLabelTrace:
+    """FedMix's pseudo-labels on the weak clients' training images, round by round.
+
+    Called with a :class:`~fedlib.core.Simulation` running :class:`FedMix` (e.g. by
+    :func:`run_rounds`), it runs :func:`fedlib.segmentation_ops.pseudo_label_pass` with the
+    current global networks on every training image of every weak client (no flips), with the
+    method's own options: what the clients select in the next round, up to their random flips.
+
+    Parameters
+    ----------
+    examples : dict of client id to list of int
+        Images whose pseudo-labels are kept in full (for pictures).
+
+    Attributes
+    ----------
+    rounds : list of int
+        Rounds done at each record (0: the initial networks).
+    agreement, coverage, keep : list of dict of client id to ndarray (N_k,)
+        Per record: ``Dice(ŷ_1, ŷ_2)``, ``Dice(ŷ_1, B)`` (NaN for clients without boxes) and
+        the selection, for every image of every weak client.
+    labels : list of dict of client id to uint8 ndarray (E_k, 2, C, H, W)
+        Per record: ``(ŷ_1, ŷ_2)`` of the example images.
+    """
+
+    examples: dict[int, list[int]]
+    rounds: list[int] = field(default_factory=list)
+    agreement: list[dict[int, np.ndarray]] = field(default_factory=list)
+    coverage: list[dict[int, np.ndarray]] = field(default_factory=list)
+    keep: list[dict[int, np.ndarray]] = field(default_factory=list)
+    labels: list[dict[int, np.ndarray]] = field(default_factory=list)
+
+    def __call__(self, sim: Simulation) -> None:
+        method = sim.algorithm
+        if not isinstance(method, FedMix):
+            raise TypeError(
+                f"PseudoLabelTrace: the simulation must run FedMix, got {type(method).__name__}."
+            )
+        model = sim.global_model(copy=False)
+        agreement, coverage, keep, labels = {}, {}, {}, {}
+        for k in sim.dataset.client_ids():
+            data = sim.dataset.train[k]
+            level = supervision_of(data)
+            if level == "pixel" or len(data) == 0:
+                continue
+            weak = data.targets if level in ("box", "image") else None
+            device = sim.device
+            out = pseudo_label_pass(
+                model.net1, model.net2, data.images.to(device), level,
+                None if weak is None else weak.to(device), tau=method.tau,
+                box_coverage_min=method.box_coverage_min, refine=method.refine,
+                agree_after_refine=method.agree_after_refine,
+                reject_empty=method.reject_empty_pl,
+            )
+            agreement[k] = out.agreement.cpu().numpy()
+            keep[k] = out.keep.cpu().numpy()
+            coverage[k] = (
+                agreement_dice(out.y1.amax(1, keepdim=True), weak.to(device)).cpu().numpy()
+                if level == "box" else np.full(len(data), np.nan)
+            )
+            rows = self.examples.get(k, [])
+            labels[k] = torch.stack([out.y1[rows], out.y2[rows]], 1).to(torch.uint8).cpu().numpy()
+        self.rounds.append(sim.state_.round)
+        self.agreement.append(agreement)
+        self.coverage.append(coverage)
+        self.keep.append(keep)
+        self.labels.append(labels)
+
+    def kept_share(
+        self, tau: float, box_coverage_min: float = 0.5
+    ) -> dict[int, np.ndarray]:
+        """Per weak client, the share of its images kept at each record for another ``tau``
+        and coverage threshold, from the recorded Dice values (the same global networks)."""
+        check_param("kept_share", "tau", tau, Interval(float, 0, 1))
+        check_param("kept_share", "box_coverage_min", box_coverage_min, Interval(float, 0, 1))
+        out: dict[int, list[float]] = {}
+        for agreement, coverage in zip(self.agreement, self.coverage, strict=True):
+            for k, values in agreement.items():
+                kept = values >= tau
+                boxed = ~np.isnan(coverage[k])
+                kept &= ~boxed | (np.nan_to_num(coverage[k]) >= box_coverage_min)
+                out.setdefault(k, []).append(float(kept.mean()))
+        return {k: np.asarray(v) for k, v in out.items()}
+
+
+def fedmix_round_table(sim: Simulation) -> pd.DataFrame:
+    """FedMix's server log as a table: one row per (round, client) with ``n_i`` (images
+    trained on), ``ℓ_i`` (net1's mean Dice loss) and the weight ``w_i`` used."""
+    rows = []
+    for entry in sim.state_.extra.get(ROUNDS_KEY, []):
+        for client, w, n, loss in zip(entry["clients"], entry["weights"], entry["num_trained"],
+                                      entry["net1_dice_loss"], strict=True):
+            rows.append({"round": entry["round"], "client": sim.dataset.client_names[client],
+                         "num_trained": n, "net1_dice_loss": loss, "weight": w})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _png_data_uri(rgb: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _tile_row(image: np.ndarray, box: np.ndarray | None, y1: np.ndarray, y2: np.ndarray,
+              truth: np.ndarray, gap: int) -> np.ndarray:
+    """One example as three RGB tiles: the image (box edge yellow), the two pseudo-labels
+    (net1 red, net2 green, both yellow), the true mask (white)."""
+    h, w = image.shape
+    gray = np.repeat((np.clip(image, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    if box is not None:
+        edge = box & ~(np.roll(box, 1, 0) & np.roll(box, -1, 0) & np.roll(box, 1, 1)
+                       & np.roll(box, -1, 1))
+        gray[edge] = (255, 212, 0)
+    labels = np.zeros((h, w, 3), dtype=np.uint8)
+    labels[..., 0] = y1 * 255
+    labels[..., 1] = y2 * 255
+    true = np.repeat((truth * 255).astype(np.uint8)[..., None], 3, axis=2)
+    white = np.full((h, gap, 3), 255, dtype=np.uint8)
+    return np.concatenate([gray, white, labels, white, true], axis=1)
+
+
+def pseudo_label_figure(
+    trace: PseudoLabelTrace,
+    federation: Any,
+    *,
+    cell_px: int = 120,
+) -> go.Figure:
+    """The example pseudo-labels of a :class:`PseudoLabelTrace`, with a slider over rounds.
+
+    One row per example image: the image (its box in yellow for a box client), the two
+    networks' refined pseudo-labels (``ŷ_1`` red, ``ŷ_2`` green: where they agree the pixel is
+    yellow) and the true mask (white; the client never sees it, it is shown for the reader).
+    Each row's title gives the client, ``Dice(ŷ_1, ŷ_2)`` and whether the image was kept.
+    """
+    examples = [(k, i) for k, rows in trace.examples.items() for i in rows]
+    if not examples or not trace.rounds:
+        raise ValueError("pseudo_label_figure: the trace holds no example or no round.")
+    gap = 2
+    frames, titles = [], []
+    for r in range(len(trace.rounds)):
+        rows, texts = [], []
+        for k, i in examples:
+            data = federation.train[k]
+            position = trace.examples[k].index(i)
+            y1, y2 = trace.labels[r][k][position, :, 0]
+            box = data.targets[i, 0].numpy() > 0.5 if data.supervision == "box" else None
+            rows.append(_tile_row(data.images[i, 0].numpy(), box, y1, y2,
+                                  data.true_masks[i, 0].numpy() > 0.5, gap))
+            kept = "kept" if trace.keep[r][k][i] else "dropped"
+            texts.append(f"{federation.client_names[k]} ({data.supervision}) image {i}: "
+                         f"agreement {trace.agreement[r][k][i]:.2f}, {kept}")
+        band = np.full((8, rows[0].shape[1], 3), 255, dtype=np.uint8)
+        frames.append(np.concatenate([x for row in rows for x in (band, row)], axis=0))
+        titles.append(texts)
+    h, w = frames[0].shape[:2]
+    tile = trace.labels[0][examples[0][0]].shape[-1]
+    figure = go.Figure([
+        go.Image(source=_png_data_uri(frame), visible=r == 0, hoverinfo="skip")
+        for r, frame in enumerate(frames)
+    ])
+    row_h = tile + 8
+
+    def annotations(texts: list[str]) -> list[dict]:
+        return [{"x": 0, "y": j * row_h + 7, "xanchor": "left", "yanchor": "bottom",
+                 "text": text, "showarrow": False, "font": {"size": 11},
+                 "xref": "x", "yref": "y"} for j, text in enumerate(texts)]
+
+    steps = [{"method": "update", "label": str(done),
+              "args": [{"visible": [j == r for j in range(len(frames))]},
+                       {"annotations": annotations(titles[r])}]}
+             for r, done in enumerate(trace.rounds)]
+    scale = cell_px / tile
+    figure.update_xaxes(visible=False, range=[-0.5, w - 0.5], constrain="domain")
+    figure.update_yaxes(visible=False, range=[h - 0.5, -0.5], scaleanchor="x",
+                        constrain="domain")
+    figure.update_layout(
+        width=round(w * scale) + 20, height=round(h * scale) + 150,
+        margin={"l": 10, "r": 10, "t": 40, "b": 90},
+        annotations=annotations(titles[0]),
+        title="Pseudo-labels, round by round",
+        sliders=[{"active": 0, "steps": steps, "y": -0.02,
+                  "currentvalue": {"prefix": "rounds done: "}}],
+    )
+    return figure

@@ -34,11 +34,15 @@ from fedlib.metrics import dice_score
 from fedlib.models import UNet
 from fedlib.segmentation import (
     SEGMENTATION_METHODS,
+    PseudoLabelTrace,
     SegmentationSimulation,
     evaluate_segmentation,
     evaluate_segmentation_run,
+    fedmix_round_table,
     get_segmentation_method,
     is_segmentation,
+    pseudo_label_figure,
+    run_rounds,
     segmentation_summary,
 )
 from fedlib.segmentation_ops import (
@@ -673,3 +677,41 @@ def test_run_summary_reports_dice_per_client_and_mean():
     own = summary["spec_dice_per_client"]
     assert summary["spec_dice"] == pytest.approx(sum(own.values()) / 3)
     assert summary["spec_dice"] == pytest.approx(sim.history_.round_records[-1]["spec_dice"])
+
+
+# --------------------------------------------------------------------------- watching a run
+
+
+def test_run_rounds_equals_one_run_and_traces_every_round(bus):
+    def make():
+        return SegmentationSimulation(FedMix(batch_size=8, tau=0.5), tiny_unet, bus,
+                                      num_rounds=2, progress=False, seed=4)
+
+    whole = make()
+    whole.run()
+    stepped = make()
+    trace = PseudoLabelTrace(examples={0: [0, 2], 1: [1]})
+    run_rounds(stepped, trace)
+    assert stepped.num_rounds == 2
+    assert all(torch.equal(v, whole.state_.weights[k]) for k, v in stepped.state_.weights.items())
+    assert trace.rounds == [0, 1, 2]
+    assert set(trace.agreement[0]) == {0, 1}  # the weak clients only
+    assert trace.labels[-1][0].shape == (2, 2, 1, 16, 16)
+    assert np.isnan(trace.coverage[0][0]).all() and not np.isnan(trace.coverage[0][1]).any()
+    # the recorded selection is the one the method's options give
+    assert trace.kept_share(0.5)[1].tolist() == [float(k.mean()) for k in
+                                                  (r[1] for r in trace.keep)]
+    assert (trace.kept_share(0.0, 0.0)[0] == 1.0).all()
+    table = fedmix_round_table(stepped)
+    assert list(table["round"]) == [1, 1, 1, 2, 2, 2]
+    assert table.groupby("round").weight.sum().tolist() == pytest.approx([1.0, 1.0])
+    figure = pseudo_label_figure(trace, bus)
+    assert len(figure.data) == 3 and len(figure.layout.sliders[0].steps) == 3
+    assert sum(trace.visible is not False for trace in figure.data) == 1
+
+
+def test_trace_needs_fedmix(bus):
+    sim = SegmentationSimulation(SegmentationFedAvg(batch_size=8), tiny_unet, bus,
+                                 num_rounds=1, progress=False)
+    with pytest.raises(TypeError, match="must run FedMix, got SegmentationFedAvg"):
+        PseudoLabelTrace(examples={})(sim)

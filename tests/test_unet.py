@@ -73,6 +73,13 @@ def test_same_seed_same_weights():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_leaky_relu_option():
+    net = UNet(1, 1, width=4, depth=2, act="leaky_relu")
+    slopes = {m.negative_slope for m in net.modules() if isinstance(m, nn.LeakyReLU)}
+    assert slopes == {0.1}
+    assert not any(isinstance(m, nn.ReLU) for m in net.modules())
+
+
 def test_norm_none_has_no_normalisation():
     net = UNet(1, 1, width=4, depth=2, norm="none")
     assert not any(isinstance(m, nn.GroupNorm) for m in net.modules())
@@ -87,6 +94,11 @@ def test_norm_none_has_no_normalisation():
         ({"width": 5}, ValueError, "UNet: 'width' must be an even int >= 2, got 5."),
         ({"width": 4.0}, ValueError, "UNet: 'width' must be an int >= 2, got 4.0."),
         ({"depth": 0}, ValueError, "UNet: 'depth' must be an int >= 1 and <= 6, got 0."),
+        (
+            {"act": "gelu"},
+            ValueError,
+            "UNet: 'act' must be one of 'relu', 'leaky_relu', got 'gelu'.",
+        ),
         (
             {"norm": "batch"},
             ValueError,

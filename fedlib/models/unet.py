@@ -48,6 +48,10 @@ class UNet(nn.Module):
         ``2**depth``.
     norm : {"group", "none"}, default "group"
         ``"group"``: GroupNorm with ``C/2`` groups of two channels.
+    act : {"relu", "leaky_relu"}, default "relu"
+        ReLU as in FedMix; ``"leaky_relu"`` (slope 0.1, as MONAI's ``BasicUNet``) keeps units
+        from dying in very narrow networks (width 8 or less), where a ReLU U-Net trained with
+        the soft Dice loss can end with every output logit below 0.
 
     References
     ----------
@@ -71,6 +75,7 @@ class UNet(nn.Module):
         width: int = 16,
         depth: int = 3,
         norm: str = "group",
+        act: str = "relu",
     ):
         super().__init__()
         owner = "UNet"
@@ -81,19 +86,20 @@ class UNet(nn.Module):
             raise ValueError(f"{owner}: 'width' must be an even int >= 2, got {width}.")
         check_param(owner, "depth", depth, Interval(int, 1, 6))
         check_param(owner, "norm", norm, Options(("group", "none")))
+        check_param(owner, "act", act, Options(("relu", "leaky_relu")))
         self.in_channels, self.num_classes = in_channels, num_classes
-        self.width, self.depth, self.norm = width, depth, norm
+        self.width, self.depth, self.norm, self.act = width, depth, norm, act
 
         enc = [width * 2 ** min(i, depth - 1) for i in range(depth + 1)]
         self.encoder = nn.ModuleList(
-            [_double_conv(in_channels, enc[0], enc[0], norm)]
-            + [_double_conv(enc[i - 1], enc[i], enc[i], norm) for i in range(1, depth + 1)]
+            [_double_conv(in_channels, enc[0], enc[0], norm, act)]
+            + [_double_conv(enc[i - 1], enc[i], enc[i], norm, act) for i in range(1, depth + 1)]
         )
         decoder, channels = [], enc[depth]
         for i in range(depth, 0, -1):
             out = max(enc[i - 1] // 2, width)
             total = channels + enc[i - 1]
-            decoder.append(_double_conv(total, out, total // 2, norm))
+            decoder.append(_double_conv(total, out, total // 2, norm, act))
             channels = out
         self.decoder = nn.ModuleList(decoder)
         self.head = nn.Conv2d(channels, num_classes, kernel_size=1)
@@ -131,7 +137,7 @@ class UNet(nn.Module):
         return self.head(h)
 
 
-def _double_conv(c_in: int, c_out: int, c_mid: int, norm: str) -> nn.Sequential:
+def _double_conv(c_in: int, c_out: int, c_mid: int, norm: str, act: str) -> nn.Sequential:
     """(3x3 conv -> GroupNorm(C/2) -> ReLU) x 2, from MONAI's ``Convolution`` block."""
     # MONAI is imported here, not at the top: its import costs seconds, which every other user
     # of fedlib.models (the classification chapters, the CLI) would otherwise pay.
@@ -143,7 +149,7 @@ def _double_conv(c_in: int, c_out: int, c_mid: int, norm: str) -> nn.Sequential:
             in_channels=a,
             out_channels=b,
             kernel_size=3,
-            act="RELU",
+            act="RELU" if act == "relu" else ("LEAKYRELU", {"negative_slope": 0.1}),
             norm=("GROUP", {"num_groups": b // 2}) if norm == "group" else None,
             adn_ordering="NA",
         )
