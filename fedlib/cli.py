@@ -93,12 +93,15 @@ def _infer(text: str) -> Any:
     return text
 
 
-def method_options(name: str) -> dict[str, Any]:
-    """The options of a method with their defaults."""
-    from fedlib.methods import METHODS
+def method_options(name: str, *, npr: bool = False) -> dict[str, Any]:
+    """The options of a method with their defaults (with ``npr``, plus the ``npr_*`` options of
+    the NPR plug-in)."""
+    from fedlib.methods import METHODS, with_npr
 
-    cls = METHODS[name]
-    return {f.name: _field_default(f) for f in dataclasses.fields(cls)}
+    cls = with_npr(METHODS[name]) if npr else METHODS[name]
+    options = {f.name: _field_default(f) for f in dataclasses.fields(cls)}
+    options.setdefault("npr", False)
+    return options
 
 
 def _field_default(f: dataclasses.Field) -> Any:
@@ -110,8 +113,19 @@ def _field_default(f: dataclasses.Field) -> Any:
 
 
 def parse_settings(pairs: list[str], method: str) -> dict[str, Any]:
-    """``["mu=0.1", "loss=bsm"]`` to typed keyword arguments, naming unknown options."""
-    options = method_options(method)
+    """``["mu=0.1", "loss=bsm"]`` to typed keyword arguments, naming unknown options.
+
+    ``npr=true`` adds the NPR plug-in and its ``npr_*`` options to any method.
+    """
+    npr = False
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key.strip() == "npr":
+            try:
+                npr = parse_value(value, False)
+            except ValueError as exc:
+                raise CLIError(f"option 'npr': {exc}.") from exc
+    options = method_options(method, npr=npr)
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
@@ -202,8 +216,14 @@ def cmd_methods(args: argparse.Namespace) -> int:
         cls = METHODS[name]
         summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"{name}: {summary}")
-        own = {k: v for k, v in method_options(name).items() if k not in base or args.all}
+        own = {k: v for k, v in method_options(name).items()
+               if (k not in base or args.all) and k != "npr"}
         for key, value in own.items():
+            print(f"    {key} = {value!r}")
+    plug_in = {k: v for k, v in method_options("fedavg", npr=True).items() if k not in base}
+    print("\nNPR plug-in: --set npr=true adds the NPR term to any classification method, with")
+    for key, value in plug_in.items():
+        if key != "npr":
             print(f"    {key} = {value!r}")
     if not args.all:
         print(
@@ -437,6 +457,10 @@ def _run_seed(args, method, settings, fingerprint, seed, out, device) -> None:
         "reported_at": "last round",
         **evaluate_run(sim),
     }
+    if getattr(method, "head_choices", None):  # two-head methods (FCA): all four pairings
+        from fedlib.evaluation import head_grid
+
+        summary["head_pairings"] = head_grid(sim).to_dict(orient="records")
     write_json(seed_dir / "timing.json", {"seconds": seconds, "resumed": resume})
     write_json(seed_dir / "summary.json", summary)
     shown = ", ".join(f"{name.replace('_balanced_accuracy', ' BAcc')} {summary[name]:.3f}"
