@@ -13,7 +13,8 @@ for a hang on widget cells) and writes ``<out>/<stem>.ipynb`` (kept on failure: 
 traceback), ``<out>/<stem>.stderr.txt`` (what the notebook wrote to stderr, if anything) and
 ``<out>/<stem>.log`` (papermill's log with every cell's output). The kernel runs in
 ``notebooks/`` with one CPU thread and ``PLOTLY_RENDERER=notebook`` unless the caller (the
-Makefile) set other values. Exit status 1 when any notebook fails.
+Makefile) set other values. Exit status 1 when any notebook fails. The copies stay as papermill
+wrote them (nbval compares them); ``stage_book.py`` prepares staged copies for the book.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import nbformat
 from pipeline import (
     NOTEBOOK_DIR,
     REPO_ROOT,
@@ -66,23 +66,6 @@ def papermill_job(notebook: Path, out_dir: Path, params_dir: Path | None, timeou
     return Job(stem, argv, out_dir / f"{stem}.log")
 
 
-def tag_for_book(path: Path) -> None:
-    """Hide the papermill cells as the book should: injected values removed, defaults folded.
-
-    ``remove-cell`` drops the cell papermill adds after the ``parameters`` cell; ``hide-input``
-    folds the ``parameters`` cell behind a toggle (papermill's ``--report-mode`` sets metadata
-    that Jupyter Book 1 ignores).
-    """
-    nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        tags = cell.metadata.setdefault("tags", [])
-        for marker, book_tag in (("injected-parameters", "remove-cell"),
-                                 ("parameters", "hide-input")):
-            if marker in tags and book_tag not in tags:
-                tags.append(book_tag)
-    nbformat.write(nb, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path,
@@ -112,11 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [papermill_job(nb.resolve(), out_dir, params_dir, args.timeout) for nb in notebooks]
     mode = "smoke" if params_dir else "book"
     ok = run_jobs(f"papermill ({mode} mode) -> {args.out}", jobs, max(1, args.jobs))
-    if not ok:
-        return 1
-    for job in jobs:
-        tag_for_book(out_dir / f"{job.name}.ipynb")
-    return 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
