@@ -32,7 +32,7 @@ from fedlib.data.templates import (
     site_template,
 )
 from fedlib.viz import image_gallery_figure
-from fedlib.viz.gallery import mask_outline
+from fedlib.viz.gallery import mask_outline, outline_loops
 
 MEL, NV, BCC, AK, BKL, DF, VASC, SCC = range(8)
 
@@ -298,26 +298,42 @@ def test_render_rejects_bad_arrays():
 # ------------------------------------------------------------------------------------------
 
 
-def test_gallery_has_one_image_trace_per_image_plus_outlines_and_boxes():
+def test_gallery_is_one_mosaic_with_a_title_per_image_and_outline_and_box_paths():
     labels, sites = np.arange(10) % 8, np.arange(10) % 6
     images, masks, boxes = render_synthderm(labels, sites, image_size=28)
     plain = image_gallery_figure(images, labels, ISIC2019_CLASSES, columns=4)
-    assert len(plain.data) == 10 and {t.type for t in plain.data} == {"image"}
+    assert [t.type for t in plain.data] == ["image", "scatter"] and not plain.layout.shapes
+    assert [a.text for a in plain.layout.annotations][:3] == ["MEL", "NV", "BCC"]
+    assert list(plain.data[1].hovertext) == [ISIC2019_CLASSES[c] for c in labels]
     full = image_gallery_figure(images, labels, ISIC2019_CLASSES, masks=masks, boxes=boxes)
-    assert len(full.data) == 30
-    assert [t.type for t in full.data[10:]] == ["scatter"] * 20
-    titles = [a.text for a in full.layout.annotations]
-    assert titles[:3] == ["MEL", "NV", "BCC"]
-    x0, y0, x1, y1 = boxes[0].tolist()
-    assert list(full.data[20].x) == [x0 - 0.5, x1 - 0.5, x1 - 0.5, x0 - 0.5, x0 - 0.5]
-    assert list(full.data[20].y) == [y0 - 0.5, y0 - 0.5, y1 - 0.5, y1 - 0.5, y0 - 0.5]
+    assert [s.type for s in full.layout.shapes] == ["path", "path"]
+    band = full.layout.meta["gallery"]["band"]
+    x0, y0, x1, y1 = boxes[0].tolist()  # image 0: top-left cell, below its title band
+    assert full.layout.shapes[1].path.startswith(
+        f"M{x0},{y0 + band}H{x1}V{y1 + band}H{x0}Z")
 
 
-def test_gallery_shrinks_large_images_for_display():
+def test_gallery_mosaic_size_and_shrinking_of_large_images():
     images, masks, _ = render_synthderm(np.array([0, 1]), np.array([0, 1]), image_size=128)
-    figure = image_gallery_figure(images, [0, 1], ISIC2019_CLASSES, masks=masks)
-    png = base64.b64decode(figure.data[0].source.split(",", 1)[1])
-    assert Image.open(io.BytesIO(png)).size == (64, 64)
+    figure = image_gallery_figure(images, [0, 1], ISIC2019_CLASSES, masks=masks, columns=1)
+    layout = figure.layout.meta["gallery"]
+    assert layout["tile"] == [64, 64] and layout["rows"] == 2 and layout["columns"] == 1
+    jpeg = base64.b64decode(figure.data[0].source.split(",", 1)[1])
+    step = 64 + layout["band"] + layout["gap"]
+    assert Image.open(io.BytesIO(jpeg)).size == (64, 2 * step)
+
+
+def test_outline_loops_of_a_domino_a_diagonal_and_a_ring():
+    assert outline_loops(np.array([[1, 1]])) == [[(0, 0), (2, 0), (2, 1), (0, 1)]]
+    # two pixels touching at a corner: two squares
+    assert outline_loops(np.array([[1, 0], [0, 1]])) == [
+        [(0, 0), (1, 0), (1, 1), (0, 1)], [(1, 1), (2, 1), (2, 2), (1, 2)]]
+    # a ring: the outer square clockwise, the hole the other way round
+    ring = np.ones((3, 3))
+    ring[1, 1] = 0
+    assert outline_loops(ring) == [[(0, 0), (3, 0), (3, 3), (0, 3)],
+                                   [(1, 1), (1, 2), (2, 2), (2, 1)]]
+    assert outline_loops(np.zeros((3, 3))) == []
 
 
 def test_mask_outline_of_a_domino():
