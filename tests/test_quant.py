@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -16,9 +17,11 @@ from fedlib.quant import (
     SDQSearch,
     average_bits,
     bin_regularizer,
+    compare,
     compression_ratio,
     deployable_state_dict,
     dorefa_weight,
+    findings,
     layer_table,
     quant_layers,
     quant_summary,
@@ -26,7 +29,9 @@ from fedlib.quant import (
     quantize_model,
     round_ste,
     set_mode,
+    summarize,
 )
+from fedlib.quant.digits import digits_split
 from fedlib.quant.layers import QuantLinear, interpolated_weight, mixed_weight, stochastic_mask
 from fedlib.quant.quantizers import (
     act_quant,
@@ -479,3 +484,61 @@ def test_quantize_uniform_and_sdq_end_to_end():
         quantize(teacher, _toy_data(), method="hawq")
     with pytest.raises(ValueError, match="QuantTraining: loss 'kd' needs a 'teacher'"):
         QuantTraining().fit(quantize_model(teacher), _toy_data())
+
+
+def test_compare_runs_every_method_and_findings_speak_per_seed():
+    torch.manual_seed(0)
+    teacher = _TinyNet()
+    QuantTraining(loss="ce", lambda_e=0.0, epochs=2, batch_size=16).fit(teacher, _toy_data())
+    result = compare(teacher, _toy_data(), _toy_data(seed=1), target_bits=3.0, uniform_bits=(2,),
+                     seeds=(0, 1), candidates=(4, 3, 2),
+                     search={"max_search_steps": 6, "commit_every": 3},
+                     training={"epochs": 1, "batch_size": 16})
+    table = result.table
+    assert list(dict.fromkeys(table["method"])) == [
+        "full precision", "full precision, fine-tuned", "uniform 2-bit", "interpolation MPQ",
+        "SDQ", "SDQ w/o EBR", "SDQ w/o KD", "SDQ w/o EBR, KD"]
+    assert (table.groupby("method")["seed"].nunique() == 2).all()
+    # the SDQ variants share their seed's strategy
+    for seed in (0, 1):
+        strategies = {tuple(result.results[(m, seed)].strategy.values())
+                      for m in ("SDQ", "SDQ w/o EBR", "SDQ w/o KD", "SDQ w/o EBR, KD")}
+        assert len(strategies) == 1
+    assert table.loc[table["method"] == "uniform 2-bit", "compression_ratio"].tolist() == [16, 16]
+    summary = summarize(table)
+    assert summary.loc["SDQ", ("seeds", "")] == 2
+    lines = findings(table)
+    assert lines[0].startswith("SDQ's strategies average ")
+    assert any(line.startswith("H1 (SDQ above uniform 2-bit): ") for line in lines)
+    assert any(line.startswith("H5 (distillation helps): ") for line in lines)
+    one = findings(table[table["seed"] == 0])
+    assert any("untested (one seed)" in line for line in one)
+
+
+def test_figures_build_from_a_search_and_a_table():
+    from fedlib.quant.viz import accuracy_bits_figure, search_figure, weight_histogram_figure
+
+    torch.manual_seed(0)
+    model = quantize_model(_TinyNet(), candidates=(4, 3, 2, 1))
+    search = SDQSearch(target_bits=2.0, candidates=(4, 3, 2, 1), max_search_steps=10,
+                       commit_every=5, batch_size=16).fit(model, _toy_data())
+    fig = search_figure(search.trace_, target_bits=2.0)
+    assert len(fig.layout.sliders[0].steps) == search.trace_["step"].nunique()
+    hist = weight_histogram_figure({"a": torch.randn(50), "b": torch.randn(50)}, 2)
+    assert len(hist.data) == 2 and len(hist.layout.shapes) == 4  # one line per level
+    table = pd.DataFrame({"method": ["full precision", "SDQ", "SDQ"], "seed": [0, 0, 1],
+                          "accuracy": [0.9, 0.8, 0.85], "average_bits": [32.0, 2.0, 1.8]})
+    assert [t.name for t in accuracy_bits_figure(table).data] == ["SDQ"]
+
+
+def test_digits_split_is_stratified_and_scaled():
+    train, test, names = digits_split(seed=0)
+    assert len(train) + len(test) == 1797 and len(test) == 450
+    assert names == tuple(str(d) for d in range(10))
+    assert train.images.shape[1:] == (1, 8, 8)
+    assert float(train.images.min()) == 0.0 and float(train.images.max()) == 1.0
+    share = torch.bincount(test.labels, minlength=10) / torch.bincount(
+        torch.cat([train.labels, test.labels]), minlength=10)
+    assert float((share - 0.25).abs().max()) < 0.01  # stratified: a quarter of every class
+    with pytest.raises(ValueError, match="digits_split: 'test_fraction' must be a float > 0"):
+        digits_split(test_fraction=0.0)

@@ -24,10 +24,24 @@ from fedlib.quant.layers import (
     quantize_model,
     set_mode,
 )
-from fedlib.quant.pipeline import Comparison, QuantizeResult, compare, quantize, summarize
+from fedlib.quant.pipeline import (
+    Comparison,
+    QuantizeResult,
+    compare,
+    findings,
+    per_seed,
+    quantize,
+    summarize,
+)
 from fedlib.quant.quantizers import act_quant, binary_weight, dorefa_weight, round_ste
 from fedlib.quant.regularizers import bin_regularizer, ebr_loss
-from fedlib.quant.report import average_bits, compression_ratio, layer_table, quant_summary
+from fedlib.quant.report import (
+    average_bits,
+    compression_ratio,
+    layer_table,
+    quant_summary,
+    quantization_mse,
+)
 from fedlib.quant.search import InterpolationSearch, SDQSearch
 from fedlib.quant.training import QuantTraining, evaluate
 
@@ -50,9 +64,12 @@ __all__ = [
     "dorefa_weight",
     "ebr_loss",
     "evaluate",
+    "findings",
     "layer_table",
+    "per_seed",
     "quant_layers",
     "quant_summary",
+    "quantization_mse",
     "quantize",
     "quantize_model",
     "round_ste",

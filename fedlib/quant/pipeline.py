@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -35,6 +36,8 @@ __all__ = [
     "Comparison",
     "QuantizeResult",
     "compare",
+    "findings",
+    "per_seed",
     "quantize",
     "summarize",
 ]
@@ -166,6 +169,7 @@ def compare(
     seeds: Iterable[int] = (0, 1, 2),
     variants: Iterable[str] = tuple(SDQ_VARIANTS),
     interp: bool = True,
+    fp_finetune: bool = True,
     search: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
     **model_options: Any,
@@ -173,7 +177,9 @@ def compare(
     """Full precision, uniform QAT, interpolation MPQ, SDQ and its ablations, per seed.
 
     The SDQ variants (:data:`SDQ_VARIANTS`) share one SDQ search per seed and differ in the
-    stage-2 loss only; the baselines train as :data:`BASELINE_TRAINING`.
+    stage-2 loss only; the baselines train as :data:`BASELINE_TRAINING`. With ``fp_finetune``
+    the full-precision model is also trained the same way ("full precision, fine-tuned"): the
+    reference that separates what quantization costs from what the extra training gives.
 
     Returns
     -------
@@ -205,6 +211,10 @@ def compare(
     baseline = {**training, **BASELINE_TRAINING}
     for seed in seeds:
         rows.append({**fp_row, "seed": seed})
+        if fp_finetune:
+            record("full precision, fine-tuned", seed, quantize(
+                teacher, train, method="uniform", bits=FULL_PRECISION_BITS, seed=seed,
+                training=baseline, **model_options))
         for b in uniform_bits:
             record(f"uniform {b}-bit", seed, quantize(
                 teacher, train, method="uniform", bits=b, seed=seed, training=baseline,
@@ -235,4 +245,61 @@ def summarize(table: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "balanc
     grouped = table.groupby("method", sort=False)[list(metrics)]
     out = grouped.agg(["mean", "std"])
     out.insert(0, ("seeds", ""), table.groupby("method", sort=False)["seed"].nunique())
+    return out
+
+
+def per_seed(table: pd.DataFrame, column: str) -> dict[str, list[float]]:
+    """``{method: [value of seed 0, seed 1, ...]}`` (seeds in increasing order)."""
+    return {method: rows.sort_values("seed")[column].tolist()
+            for method, rows in table.groupby("method", sort=False)}
+
+
+def findings(table: pd.DataFrame, *, metric: str = "balanced_accuracy",
+             label: str = "BAcc") -> list[str]:
+    """The comparisons the SDQ chapter states, as sentences as strong as the seeds allow.
+
+    Built on :func:`fedlib.report.compare` (paired by seed: ahead/behind only when every seed
+    agrees) and :func:`fedlib.report.verdict` for the hypotheses of the spec, each stated before
+    the run: H1, SDQ ahead of the lowest uniform bitwidth; H5, distillation helps (SDQ ahead of
+    SDQ w/o KD); H4, the bin regularizer helps (SDQ ahead of SDQ w/o EBR). Methods missing from
+    ``table`` are skipped.
+    """
+    from fedlib import report
+
+    values = per_seed(table, metric)
+    bits = per_seed(table, "average_bits")
+
+    def cmp(a: str, b: str) -> report.Comparison:
+        return report.compare(a, values[a], b, values[b], metric=label)
+
+    out: list[str] = []
+    if "SDQ" not in values:
+        return out
+    out.append(f"SDQ's strategies average {report.format_mean_spread(bits['SDQ'], 2)} weight "
+               "bits.")
+    uniform = sorted((m for m in values if m.startswith("uniform ")),
+                     key=lambda m: bits[m][0])
+    if uniform:
+        lowest = uniform[0]
+        out.append(f"H1 (SDQ above {lowest}): {report.verdict(cmp('SDQ', lowest), 'ahead')}")
+        mean_bits = float(np.mean(bits["SDQ"]))
+        nearest = min(uniform, key=lambda m: (abs(bits[m][0] - mean_bits), bits[m][0]))
+        out.append(cmp("SDQ", nearest).sentence)
+        if "SDQ w/o EBR, KD" in values:
+            out.append("Allocation alone (both trained on labels only): "
+                       + cmp("SDQ w/o EBR, KD", nearest).sentence)
+    if "interpolation MPQ" in values:
+        spread = report.format_mean_spread(bits["interpolation MPQ"], 2)
+        out.append(f"Interpolation MPQ lands at {spread} bits; "
+                   f"{cmp('SDQ', 'interpolation MPQ').sentence}")
+    for ablation, name in (("SDQ w/o KD", "H5 (distillation helps)"),
+                           ("SDQ w/o EBR", "H4 (the bin regularizer helps)")):
+        if ablation in values:
+            out.append(f"{name}: {report.verdict(cmp('SDQ', ablation), 'ahead')}")
+    reference = "full precision, fine-tuned"
+    if reference in values:
+        out.append(cmp(reference, "full precision").sentence)
+        gap = round(float(np.mean(values["SDQ"]) - np.mean(values[reference])), 3) + 0.0
+        out.append(f"SDQ is {gap:+.3f} {label} from the fine-tuned full-precision model (means), "
+                   f"{'within' if abs(gap) <= 0.01 else 'outside'} the one point H1 allows.")
     return out

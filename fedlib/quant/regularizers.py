@@ -26,7 +26,7 @@ is what ``sign(w) mean|w|`` represents without error).
 
 References
 ----------
-Han, Wang, Xu, Tang, Jin, Wang, Xu, "Improving low-precision network quantization via bin
+Han, Li, Liu, Tian, Shan, "Improving low-precision network quantization via bin
 regularization", ICCV 2021.
 Huang et al., "SDQ: Stochastic Differentiable Quantization with Mixed Precision", ICML 2022,
 arXiv:2206.04459 (Sec. 3.3, entropy-aware bin regularization).

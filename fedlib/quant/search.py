@@ -157,6 +157,8 @@ class _BitSearch(TrainingOptions):
         "enforce_budget": Options((True, False)),
     }
     mode: ClassVar[str] = ""
+    check_every_step: ClassVar[bool] = False
+    """Check the stop rule after every step (else every ``commit_every`` steps)."""
 
     def _check_consistency(self) -> None:
         owner = type(self).__name__
@@ -266,11 +268,13 @@ class _BitSearch(TrainingOptions):
 
         def after_step(step: int, loss: float) -> bool:
             self._after_step(layers)
-            if (step + 1) % self.commit_every:
+            due = (step + 1) % self.commit_every == 0
+            if not (due or self.check_every_step):
                 return False
-            committed = self._checkpoint(layers)
-            trace.append(self._rows(layers, step + 1))
-            return committed <= self.target_bits + 1e-12
+            stop = self._checkpoint(layers) <= self.target_bits + 1e-12
+            if due or stop:
+                trace.append(self._rows(layers, step + 1))
+            return stop
 
         self.steps_ = run_steps(
             model, shuffled_batches(images, labels, self.batch_size, batch_gen),
@@ -411,13 +415,15 @@ class InterpolationSearch(_BitSearch):
     (see :func:`~fedlib.quant.layers.interpolated_weight`), trained by Adam under the same
     budget with ``E[b_l] = b_l``; exported as ``round(b_l)``.
 
-    [O] Every ``commit_every`` steps the rounded average is checked and the search stops once
-    it meets the target (the counterpart of SDQ's committed average). Same parameters as
-    :class:`SDQSearch` without the DBP options; ``bit_lr`` is the Adam learning rate of
-    ``b_l``, in bits per step at most.
+    [O] The rounded average is checked after every step and the search stops once it meets the
+    target (the counterpart of SDQ's committed average; there is nothing to commit, so no
+    reason to wait); ``commit_every`` only sets how often ``trace_`` records the bits. Same
+    parameters as :class:`SDQSearch` without the DBP options; ``bit_lr`` is the Adam learning
+    rate of ``b_l``, in bits per step at most.
     """
 
     mode: ClassVar[str] = "interp"
+    check_every_step: ClassVar[bool] = True
 
     def _check_consistency(self) -> None:
         super()._check_consistency()
