@@ -133,7 +133,7 @@ def test_report_says_which_seeds_are_missing_and_when_there_is_no_spread(tmp_pat
 
 
 # --------------------------------------------------------------------------- a real SIGKILL
-KILL_ARGS = ["--method", "fedavg", "--rounds", "5", "--seeds", "0", "--threads", "1",
+KILL_ARGS = ["--method", "fedavg", "--rounds", "3", "--seeds", "0", "--threads", "1",
              "--data-option", "scale=0.02", "--data-option", "image_size=28", "--width", "2",
              "--no-progress"]
 
@@ -145,40 +145,26 @@ def _cli(*argv: str) -> subprocess.Popen:
 
 
 def test_a_run_killed_mid_seed_resumes_to_the_same_summary_and_weights(tmp_path):
-    whole = _cli(*KILL_ARGS, "--out", str(tmp_path / "whole"))
     killed_dir = tmp_path / "killed"
     victim = _cli(*KILL_ARGS, "--out", str(killed_dir))
     checkpoint = killed_dir / "seed0" / "checkpoint.pt"
     deadline = time.monotonic() + 240
     while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
+        time.sleep(0.002)
+    victim.send_signal(signal.SIGKILL)  # right after the first round's checkpoint
     victim.communicate()
     assert victim.returncode == -signal.SIGKILL
     assert checkpoint.exists() and not (killed_dir / "seed0" / "summary.json").exists()
     killed_at = torch.load(checkpoint, weights_only=True)["round"]
-    assert 1 <= killed_at < 5
+    assert 1 <= killed_at < 3
 
     resumed = _cli(*KILL_ARGS, "--out", str(killed_dir), "--resume")
+    assert main(["run", *KILL_ARGS, "--out", str(tmp_path / "whole")]) == 0  # meanwhile
     assert resumed.wait(timeout=300) == 0, resumed.communicate()[1]
-    assert whole.wait(timeout=300) == 0, whole.communicate()[1]
     assert json.loads((killed_dir / "seed0" / "timing.json").read_text())["resumed"] is True
     for name in ("summary.json", "model.pt"):
         assert (killed_dir / "seed0" / name).read_bytes() == \
             (tmp_path / "whole" / "seed0" / name).read_bytes(), name
-
-
-def test_report_spread_is_the_sample_standard_deviation(tmp_path):
-    from fedlib.runs import write_json
-
-    for seed, value in ((0, 0.2), (1, 0.4)):
-        write_json(tmp_path / "r" / f"seed{seed}" / "summary.json",
-                   {"method": "fedavg", "settings_fingerprint": "same",
-                    "gen_balanced_accuracy": value, "gen_bauc": None})
-    table, notes = report_table([tmp_path / "r"], metrics=["gen_balanced_accuracy", "gen_bauc"])
-    # mean 0.3, sqrt(((0.2 - 0.3)^2 + (0.4 - 0.3)^2) / (2 - 1)) = 0.1414
-    assert table.loc[0, "gen_balanced_accuracy"] == "0.300 ± 0.141"
-    assert table.loc[0, "gen_bauc"] == "n/a" and notes == []
 
 
 def test_checkpoint_every_zero_writes_no_checkpoint_and_resume_restarts_a_seed(tmp_path):
