@@ -134,6 +134,7 @@ def test_report_says_which_seeds_are_missing_and_when_there_is_no_spread(tmp_pat
 
 # --------------------------------------------------------------------------- a real SIGKILL
 KILL_ARGS = ["--method", "fedavg", "--rounds", "3", "--seeds", "0", "--threads", "1",
+             "--device", "cpu",  # bit-identical across processes (CUDA kernels may not be)
              "--data-option", "scale=0.02", "--data-option", "image_size=28", "--width", "2",
              "--no-progress"]
 
