@@ -106,7 +106,7 @@ def run_time_line(nb: dict, gpu_nb: dict | None = None) -> str | None:
     duration = nb.get("metadata", {}).get("papermill", {}).get("duration")
     if duration is None:
         return None
-    text = (f"⏱ **Time to run:** about {format_duration(duration)} on {where_it_ran(nb)} "
+    text = (f"**Time to run:** about {format_duration(duration)} on {where_it_ran(nb)} "
             "with the parameters shown below")
     gpu_duration = (gpu_nb or {}).get("metadata", {}).get("papermill", {}).get("duration")
     if gpu_duration is not None:

@@ -61,7 +61,7 @@ def test_run_time_line_from_papermill_metadata():
     printed = {"cell_type": "code", "outputs": [_stream("device  cpu\ntorch threads  1\n")]}
     nb = {"metadata": {"papermill": {"duration": 213.3}}, "cells": [printed]}
     line = run_time_line(nb)
-    assert line == ("```{container} chapter-run-time\n⏱ **Time to run:** about 3.6 min on one "
+    assert line == ("```{container} chapter-run-time\n**Time to run:** about 3.6 min on one "
                     "CPU thread with the parameters shown below (measured by papermill when "
                     "this page was built).\n```")
     gpu = {"metadata": {"papermill": {"duration": 30}},

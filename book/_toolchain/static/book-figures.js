@@ -147,19 +147,46 @@
     var margin = Object.assign({l: 80, r: 80, t: 100, b: 80}, layout.margin || {});
     var strip = config.displayModeBar === false ? 4 : TOOLBAR_STRIP;
 
-    // phones: a heatmap's colour bar under the plot, not beside it
+    // phones: a heatmap's colour bar and the legend under the plot, not beside it
+    var bottom = 0;
+    var bars = [];
     if (phone) {
       data.forEach(function (trace) {
         if (trace.type === "heatmap" && trace.showscale !== false) {
           trace.colorbar = Object.assign({}, trace.colorbar || {}, {
-            orientation: "h", x: 0.5, xanchor: "center", y: 0, yanchor: "bottom",
-            yref: "container", thickness: 10, len: 0.9,
+            orientation: "h", x: 0.5, xanchor: "center", yanchor: "bottom", yref: "paper",
+            thickness: 10, len: 0.9, ypad: 0,
             title: Object.assign({}, titleOf((trace.colorbar || {}).title) || {}, {side: "top"}),
           });
-          margin.b = Math.max(margin.b, 40) + 56;
+          bars.push(trace.colorbar);
+          bottom = 72;
           margin.r = Math.min(margin.r, 10);
         }
       });
+      var legendFont = fontSize((layout.legend || {}).font, baseSize);
+      var named = data.filter(function (trace) {
+        return trace.showlegend !== false && trace.name !== undefined && trace.name !== "";
+      });
+      if (layout.showlegend !== false && (named.length > 1 || layout.showlegend === true)) {
+        var rows = 1;
+        var used = 0;
+        named.forEach(function (trace) {
+          var item = textWidth(trace.name, legendFont, family) + 44;
+          if (used && used + item > width - 16) {
+            rows++;
+            used = 0;
+          }
+          used += item;
+        });
+        var legendHeight = rows * (legendFont + 8) + 10;
+        layout.legend = Object.assign({}, layout.legend || {}, {
+          orientation: "h", x: 0, xanchor: "left", xref: "container",
+          y: (bottom + 4) / (layout.height || 450), yanchor: "bottom", yref: "container",
+        });
+        bottom += legendHeight;
+        margin.r = Math.min(margin.r, 10);
+      }
+      margin.b = Math.max(margin.b, 40) + bottom;
     }
     var plotWidth = Math.max(60, width - margin.l - margin.r);
 
@@ -269,6 +296,10 @@
       margin.t = needed;
     }
     layout.margin = margin;
+    // colour bars at the bottom of the figure, in plot-area fractions now the margins are known
+    bars.forEach(function (bar) {
+      bar.y = -(margin.b - 4) / Math.max(40, height - margin.t - margin.b);
+    });
     return {layout: layout, config: config};
   }
 
