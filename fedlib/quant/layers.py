@@ -185,9 +185,17 @@ class QuantLayer(nn.Module):
     mode: str
     weight: nn.Parameter
 
-    def _init_quant(
-        self, candidates: Sequence[int], binary_mode: str, act_bits: int, quantize_input: bool
-    ) -> None:
+    def __init__(
+        self,
+        *args,
+        candidates: Sequence[int] = (8, 7, 6, 5, 4, 3, 2, 1),
+        binary_mode: str = "sign_mean",
+        act_bits: int = FULL_PRECISION_BITS,
+        quantize_input: bool = True,
+        **kwargs,
+    ):
+        # the nn layer's own arguments go on to it (QuantLayer comes first in the bases)
+        super().__init__(*args, **kwargs)
         owner = type(self).__name__
         self.candidates = check_candidates(owner, candidates)
         check_param(owner, "binary_mode", binary_mode, Options(BINARY_MODES))
@@ -283,39 +291,15 @@ class QuantLayer(nn.Module):
         return act_quant(x, self.act_bits)
 
 
-class QuantConv2d(nn.Conv2d, QuantLayer):
+class QuantConv2d(QuantLayer, nn.Conv2d):
     """``nn.Conv2d`` whose forward uses :meth:`QuantLayer.quantized_weight`."""
-
-    def __init__(
-        self,
-        *args,
-        candidates: Sequence[int] = (8, 7, 6, 5, 4, 3, 2, 1),
-        binary_mode: str = "sign_mean",
-        act_bits: int = FULL_PRECISION_BITS,
-        quantize_input: bool = True,
-        **kwargs,
-    ):
-        super().__init__(*args, **kwargs)
-        self._init_quant(candidates, binary_mode, act_bits, quantize_input)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.bias)
 
 
-class QuantLinear(nn.Linear, QuantLayer):
+class QuantLinear(QuantLayer, nn.Linear):
     """``nn.Linear`` whose forward uses :meth:`QuantLayer.quantized_weight`."""
-
-    def __init__(
-        self,
-        *args,
-        candidates: Sequence[int] = (8, 7, 6, 5, 4, 3, 2, 1),
-        binary_mode: str = "sign_mean",
-        act_bits: int = FULL_PRECISION_BITS,
-        quantize_input: bool = True,
-        **kwargs,
-    ):
-        super().__init__(*args, **kwargs)
-        self._init_quant(candidates, binary_mode, act_bits, quantize_input)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
