@@ -8,7 +8,8 @@
   ``fedlib``'s and says whose version ran.
 - **Looking at data**: :func:`first_per_class`, :func:`first_of_class` and the galleries
   :func:`site_gallery` (one row per site), :func:`class_site_gallery` (one row per class, one
-  column per site) and :func:`cell_gallery` (any cells, blanks allowed).
+  column per site), :func:`supervision_gallery` (what each client of a segmentation view may
+  train on) and :func:`cell_gallery` (any cells, blanks allowed).
 - **Tables side by side**: :func:`side_by_side` and :func:`share_heatmap` put a real and a
   synthetic per-site class table next to each other.
 """
@@ -43,6 +44,7 @@ __all__ = [
     "short_site_name",
     "side_by_side",
     "site_gallery",
+    "supervision_gallery",
     "synthderm_images",
 ]
 
@@ -376,6 +378,32 @@ def class_site_gallery(data: Any, *, split: str = "train") -> go.Figure:
             title = f"{short_site_name(site)}: {'' if index is not None else 'no '}{name}"
             cells.append((part if index is not None else None, index, title))
     return cell_gallery(cells, data.class_names, columns=data.num_clients)
+
+
+def supervision_gallery(views: Sequence[Any], per_client: int = 4) -> go.Figure:
+    """The first ``per_client`` training images of every client of segmentation views, each with
+    the annotation its supervision level gives it: the lesion outline (``pixel``), the box whose
+    filled area is the target (``box``), nothing (``image``, ``none``). One row per client."""
+    from fedlib.viz import image_gallery_figure
+
+    check_param("supervision_gallery", "per_client", per_client, Interval(int, 1, None))
+    images, masks, boxes, titles = [], [], [], []
+    for view in views:
+        for k, site in enumerate(view.client_names):
+            train = view.train[k]
+            rows = torch.arange(min(per_client, len(train)))
+            level = train.supervision
+            empty_mask = torch.zeros(rows.numel(), 1, *train.images.shape[-2:])
+            images.append(train.images[rows])
+            masks.append(train.targets[rows] if level in ("pixel", "box") else empty_mask)
+            boxes.append(train.boxes[rows] if level == "box"
+                         else torch.zeros(rows.numel(), 4, dtype=torch.int64))
+            titles += [f"{short_site_name(site)}: {level}"] * rows.numel()
+    images_, masks_ = torch.cat(images), torch.cat(masks)
+    return image_gallery_figure(
+        images_, torch.zeros(len(images_), dtype=torch.int64), ["lesion"], masks=masks_,
+        boxes=torch.cat(boxes), titles=titles, columns=per_client,
+    )
 
 
 # --- tables side by side ----------------------------------------------------------------------
