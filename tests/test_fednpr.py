@@ -9,7 +9,7 @@ import pickle
 import pytest
 import torch
 from torch import nn
-from toy_federation import blobs, tiny_cnn
+from toy_federation import blobs, one_round, tiny_cnn
 
 from fedlib.core import ClientError, ClientState, LocalContext, RoundMessage, Simulation
 from fedlib.methods import (
@@ -40,17 +40,6 @@ def simulate(method, rounds: int = 2, data=None, **kwargs) -> Simulation:
                      progress=False, **kwargs)
     sim.run()
     return sim
-
-
-def one_round(sim: Simulation, client: int = 0):
-    """The message to ``client``, its reply and its new state (nothing is aggregated)."""
-    message = sim.algorithm.message_for(sim.state_, client)
-    reply, state = sim.algorithm.client_update(
-        sim.model_, message, sim.client_states_[client], sim.dataset.train[client],
-        client_id=client, num_classes=3, initial_weights=sim.initial_weights_,
-        generator=torch.Generator().manual_seed(0), device=torch.device("cpu"),
-    )
-    return message, reply, state
 
 
 def assert_nothing_of_npr_sent(reply, bank: torch.Tensor, num_train: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fedlib.core import Simulation
 from fedlib.data import ArrayDataset, FederatedDataset
 from fedlib.models import SmallCNN
 
@@ -28,3 +29,15 @@ def blobs(num_clients: int = 3, per_client: int = 24, size: int = 8, seed: int =
 
 def tiny_cnn() -> nn.Module:
     return SmallCNN(3, 3, width=2)
+
+
+def one_round(sim: Simulation, client: int = 0):
+    """The message to ``client``, its reply and its new state (nothing is aggregated)."""
+    message = sim.algorithm.message_for(sim.state_, client)
+    reply, state = sim.algorithm.client_update(
+        sim.model_, message, sim.client_states_[client], sim.dataset.train[client],
+        client_id=client, num_classes=sim.dataset.num_classes,
+        initial_weights=sim.initial_weights_, generator=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"),
+    )
+    return message, reply, state
