@@ -117,6 +117,11 @@ def test_fednpr_with_lambda_zero_is_fedavg_with_balanced_softmax(assign):
     same_run(simulate(FedAvg(loss="bsm")), simulate(FedNPR(npr_lambda=0.0, npr_assign=assign)))
 
 
+def test_fedavg_bsm_with_the_plug_in_is_fednpr():
+    same_run(simulate(get_method("fedavg", loss="bsm", npr=True, npr_K=2)),
+             simulate(FedNPR(npr_K=2)))
+
+
 def test_fednpr_per_with_lambda_zero_is_fedper_with_balanced_softmax():
     same_run(simulate(get_method("fedper", loss="bsm", pfl_global_head="none")),
              simulate(FedNPRPer(npr_lambda=0.0)))
