@@ -439,7 +439,6 @@ def _run_seed(args, method, settings, fingerprint, seed, out, device) -> None:
     history = sim.run(resume=resume)
     seconds = time.perf_counter() - tic
     history.save(seed_dir)
-    write_json(seed_dir / "config.json", config)  # History.save writes its own config.json
     from fedlib.core.checkpoint import save_weights
 
     model = sim.global_model()

@@ -8,6 +8,7 @@ Layout of ``--out RUN_DIR``::
         config.json       everything needed to rebuild the model and the dataset (below)
         checkpoint.pt     the last round's full state (weights-only torch file), for --resume
         history.csv       one row per round;  clients.csv: one row per (round, client)
+        simulation.json   the simulator's settings and data fingerprint (Simulation.describe)
         model.pt          final global model: torch.save(state_dict), read with weights_only=True
         summary.json      final generalization (gen_*) and specialization (spec_*) metrics;
                           written last, so its presence marks a finished seed

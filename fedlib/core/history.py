@@ -61,9 +61,10 @@ class History:
         return float(column.dropna().iloc[-n:].mean())
 
     def save(self, directory: str | Path) -> None:
-        """Write ``history.csv``, ``clients.csv`` and ``config.json`` into ``directory``."""
+        """Write ``history.csv``, ``clients.csv`` and ``simulation.json`` (the simulator's
+        settings, :meth:`Simulation.describe`) into ``directory``."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         self.rounds.to_csv(out / "history.csv", index=False)
         self.clients.to_csv(out / "clients.csv", index=False)
-        (out / "config.json").write_text(json.dumps(self.config, indent=2, default=str))
+        (out / "simulation.json").write_text(json.dumps(self.config, indent=2, default=str))
