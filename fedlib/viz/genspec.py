@@ -328,42 +328,34 @@ def two_head_figure(
                       fillcolor=colour, opacity=0.15, layer="below")
         fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, text=text, showarrow=False,
                            font={"size": 12})
-    arrows = [  # (from x, from y, to x, to y, text at the arrow's start)
-        (1.5, 3.0, 2.2, 3.0),
-        (4.4, 3.2, 5.4, 4.5),
-        (4.4, 2.8, 5.4, 1.5),
-        (7.4, 4.7, 8.1, 4.7),
-        (7.4, 1.3, 8.1, 1.3),
+    arrows = [  # (from x, from y, to x, to y, colour)
+        (1.5, 3.0, 2.2, 3.0, "#555"),
+        (4.4, 3.2, 5.4, 4.5, "#555"),
+        (4.4, 2.8, 5.4, 1.5, "#555"),
+        (7.4, 4.7, 8.1, 4.7, "#555"),
+        (7.4, 1.3, 8.1, 1.3, "#555"),
+        # the anchor: the personalized prediction (stop-gradient) pulls the federated one
+        (7.9, 2.0, 7.9, 4.0, LOCAL_COLOUR),
     ]
-    for x0, y0, x1, y1 in arrows:
+    for x0, y0, x1, y1, colour in arrows:
         fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y",
                            text="", showarrow=True, arrowhead=2, arrowwidth=1.5,
-                           arrowcolor="#555")
+                           arrowcolor=colour)
     fig.add_annotation(x=4.85, y=3.0, text="h", showarrow=False, font={"size": 13})
-    fig.add_annotation(
-        x=8.15, y=4.7, xanchor="left", showarrow=False, align="left", font={"size": 11},
-        text=(f"z<sub>fed</sub>: {lambda_fed:g} · BSM<br>server model → "
-              "<b>generalization</b>"),
-    )
-    fig.add_annotation(
-        x=8.15, y=1.3, xanchor="left", showarrow=False, align="left", font={"size": 11},
-        text=(f"z<sub>per</sub>: {lambda_per:g} · BSM<br>hospital's model → "
-              "<b>specialization</b>"),
-    )
-    # the consistency term: the personalized prediction (stop-gradient) anchors the federated
-    fig.add_annotation(x=7.9, y=4.0, ax=7.9, ay=2.0, xref="x", yref="y", axref="x", ayref="y",
-                       text="", showarrow=True, arrowhead=2, arrowwidth=1.5,
-                       arrowcolor=LOCAL_COLOUR)
-    fig.add_annotation(
-        x=8.15, y=3.0, xanchor="left", showarrow=False, align="left", font={"size": 11},
-        text=(f"{lambda_cons:g} · KL(sg[p<sub>per</sub>] ‖ p<sub>fed</sub>)<br>"
-              "anchor: no gradient to W<sub>per</sub>"),
-    )
-    fig.add_annotation(
-        x=0.0, y=5.9, xanchor="left", showarrow=False, align="left", font={"size": 11},
-        text=(f"<span style='color:{SHARED_COLOUR}'>■</span> sent to the server and averaged "
-              f"   <span style='color:{LOCAL_COLOUR}'>■</span> never leaves the hospital"),
-    )
+    labels = [  # (x, y, text), left-aligned
+        (8.15, 4.7, f"z<sub>fed</sub>: {lambda_fed:g} · BSM<br>server model → "
+                    "<b>generalization</b>"),
+        (8.15, 1.3, f"z<sub>per</sub>: {lambda_per:g} · BSM<br>hospital's model → "
+                    "<b>specialization</b>"),
+        (8.15, 3.0, f"{lambda_cons:g} · KL(sg[p<sub>per</sub>] ‖ p<sub>fed</sub>)<br>"
+                    "anchor: no gradient to W<sub>per</sub>"),
+        (0.0, 5.9, f"<span style='color:{SHARED_COLOUR}'>■</span> sent to the server and "
+                   f"averaged    <span style='color:{LOCAL_COLOUR}'>■</span> never leaves the "
+                   "hospital"),
+    ]
+    for x, y, text in labels:
+        fig.add_annotation(x=x, y=y, text=text, xanchor="left", showarrow=False, align="left",
+                           font={"size": 11})
     hidden = {"visible": False, "fixedrange": True}
     fig.update_layout(
         autosize=True, height=height, title={"text": "FCA: one body, two heads"},
