@@ -22,6 +22,9 @@ SMOKE := $(BUILD)/smoke
 BOOK_SRC := $(BUILD)/book_src
 HTML := $(BUILD)/html
 BUILD_LOG := $(BUILD)/book_build.log
+# Executed copies from a GPU run of the chapters, if one was made: their times join the
+# "time to run" line of each chapter.
+GPU_EXECUTED ?= $(BUILD)/executed-gpu
 # Notebooks run side by side (each on one thread); seconds one cell may run.
 JOBS ?= 2
 CELL_TIMEOUT ?= 900
@@ -43,7 +46,7 @@ PIP_INPUTS := requirements.txt requirements-book.txt requirements-dev.txt constr
 	pyproject.toml
 
 .PHONY: help install book serve test lint unit structure execute nbval smoke html html-check \
-	chromium bench clean
+	screenshots chromium bench clean
 
 help:
 	@echo "make book        install, execute the chapters, build the HTML book ($(HTML))"
@@ -57,6 +60,7 @@ help:
 	@echo "  make smoke       papermill, ci/smoke/<chapter>.yaml parameters -> $(SMOKE)/"
 	@echo "  make html        strict Jupyter Book build from $(EXECUTED)/ -> $(HTML)/"
 	@echo "  make html-check  headless Chromium checks of the pages in $(HTML)/"
+	@echo "make screenshots html-check, plus full-page screenshots at 390 and 1280 px in $(BUILD)/pages/"
 	@echo "make install     create $(VENV) and install fedlib with the pinned toolchain"
 	@echo "make bench       python benchmarks/run.py"
 	@echo "make clean       remove $(BUILD)/"
@@ -126,12 +130,16 @@ smoke: install
 # Strict build (-W -n: any warning fails) of a staged source folder that holds the executed
 # copies; the log is kept for html-check, which looks for figures dropped by the build.
 html: install
-	$(PY) ci/stage_book.py --executed $(EXECUTED) --dest $(BOOK_SRC)
+	$(PY) ci/stage_book.py --executed $(EXECUTED) --dest $(BOOK_SRC) \
+		$(if $(wildcard $(GPU_EXECUTED)/*.ipynb),--gpu-executed $(GPU_EXECUTED))
 	rm -rf $(HTML) $(BUILD)/.doctrees
 	$(BIN)/jupyter-book build -W -n --keep-going --path-output . $(BOOK_SRC) 2>&1 | tee $(BUILD_LOG)
 
 html-check: install chromium
 	$(PY) -m pytest ci/test_book_html.py -p no:cacheprovider
+
+screenshots: install chromium
+	BOOK_SCREENSHOTS=1 $(PY) -m pytest ci/test_book_html.py -p no:cacheprovider
 
 bench: install
 	$(PY) benchmarks/run.py

@@ -101,7 +101,11 @@ class Visit:
         return result["result"].get("value")
 
     def screenshot(self, path: Path, full_page: bool = True) -> None:
-        params: dict = {"format": "png", "captureBeyondViewport": full_page}
+        """PNG or JPEG (quality 80, several times faster for a long page) by ``path``'s suffix."""
+        jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+        params: dict = {"format": "jpeg" if jpeg else "png", "captureBeyondViewport": full_page}
+        if jpeg:
+            params["quality"] = 80
         if full_page:
             size = self.evaluate("[document.documentElement.scrollWidth,"
                                  " document.documentElement.scrollHeight]")

@@ -24,9 +24,10 @@ every page, so a new chapter inherits them all:
   another or plotly's toolbar and stay inside the figure; heatmap numbers do not overlap and
   are at least 8 px.
 
-Timings (page load, last plot drawn) are printed in a summary at the end, not asserted: they
-depend on the machine's load. Screenshots of every page at both widths and the summary land in
-``_build/pages/``.
+Timings (page load, last plot drawn) and page weights are printed in a summary at the end and
+kept in ``_build/pages/summary.txt``; timings are not asserted, they depend on the machine's
+load. With ``BOOK_SCREENSHOTS=1`` (``make screenshots``) a full-page screenshot of every page at
+both widths lands in ``_build/pages/`` too (several seconds a long page, so not by default).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import os
 import re
 import sys
 import threading
@@ -61,6 +63,7 @@ WIDTHS = (390, 1280)
 WIDE = 1280
 MAX_PAGE_GZIP_BYTES = 1_500_000
 PLOT_TARGET_MS = 2000  # reported in the summary, not asserted (machine load)
+SCREENSHOTS = os.environ.get("BOOK_SCREENSHOTS", "") not in ("", "0")
 PAGE_TIMEOUT_S = 40
 CDN_PROBE = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"
 TOLERANCE_PX = 1.5
@@ -263,8 +266,8 @@ def browser():
 
 @pytest.fixture(scope="session")
 def reports(site_url, browser):
-    """``reports(page, width)``: the page loaded once at that width (cached), probed, and its
-    screenshot saved in ``_build/pages/``."""
+    """``reports(page, width)``: the page loaded once at that width (cached) and probed; its
+    screenshot saved in ``_build/pages/`` when ``BOOK_SCREENSHOTS`` is set."""
     cache: dict[tuple[str, int], PageReport] = {}
     PAGES_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -273,8 +276,9 @@ def reports(site_url, browser):
             visit = browser.visit(f"{site_url}/{page}", width=width, timeout=PAGE_TIMEOUT_S)
             try:
                 probe = visit.evaluate(PAGE_PROBE)
-                name = page.replace("/", "__").removesuffix(".html")
-                visit.screenshot(PAGES_DIR / f"{name}.{width}.png")
+                if SCREENSHOTS:
+                    name = page.replace("/", "__").removesuffix(".html")
+                    visit.screenshot(PAGES_DIR / f"{name}.{width}.png")
             finally:
                 visit.close()
             report = PageReport(page, width, probe, visit.console_errors, [],

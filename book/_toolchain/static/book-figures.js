@@ -11,12 +11,12 @@
  *     several lines (text measured with the figure's font);
  *   - on phones: puts a heatmap's colour bar under the plot, and shortens long category labels
  *     in the middle ("HAM_vidir_m…ISIC-2019"; the hover text keeps the full label);
- *   - sizes the numbers written in heatmap cells to the cells, and hides them (they stay in
- *     the hover text) when even 8 px type does not fit;
+ *   - keeps the numbers written in heatmap cells inside their cells, and hides them (they stay
+ *     in the hover text) when even 8 px type does not fit;
  *   - for a gallery (fedlib.viz.image_gallery_figure, `layout.meta.gallery`) shrinks the image
  *     titles with the images, and hides them when they would overlap (hover shows them).
- * Each adaptation starts from the figure as the notebook made it, so resizing the window
- * back and forth gives the same result.
+ * The layout is chosen for the width of the column when the page loads; the last two steps run
+ * again after each redraw (e.g. a resized window).
  */
 (function () {
   "use strict";
@@ -316,25 +316,35 @@
       if (!original.texttemplate && !original.text) {
         return;
       }
+      var labels = [].slice.call(gd.querySelectorAll("g.heatmaplayer text"));
+      if (!labels.length || trace.texttemplate === "") {
+        return;
+      }
+      var drawn = Math.min.apply(null, labels.map(function (label) {
+        return parseFloat(window.getComputedStyle(label).fontSize) || 12;
+      }));
+      var wanted = fontSize(original.textfont, null);
+      if (wanted === null) {
+        // plotly sized the numbers to the cells itself ("auto"): keep them unless too small
+        if (drawn < MIN_FONT) {
+          restyles.push([{texttemplate: ""}, [i]]);
+        }
+        return;
+      }
       var xa = full[trace.xaxis.replace("x", "xaxis")];
       var ya = full[trace.yaxis.replace("y", "yaxis")];
       var cellWidth = xa._length / Math.max(1, trace.z[0].length);
       var cellHeight = ya._length / trace.z.length;
-      var labels = gd.querySelectorAll("g.heatmaplayer text");
-      var widest = 1;
       var family = (trace.textfont && trace.textfont.family) || DEFAULT_FAMILY;
+      var widest = 1;
       labels.forEach(function (label) {
         widest = Math.max(widest, textWidth(label.textContent || "", 10, family) / 10);
       });
-      var wanted = fontSize(original.textfont, 12);
       var size = Math.floor(Math.min(wanted, (cellWidth - 4) / widest, cellHeight - 2));
-      var template = original.texttemplate === undefined ? "%{text}" : original.texttemplate;
-      var update = size < MIN_FONT
-        ? {texttemplate: ""}
-        : {texttemplate: template, "textfont.size": size};
-      if (trace.texttemplate !== update.texttemplate
-          || (update["textfont.size"] && trace.textfont.size !== update["textfont.size"])) {
-        restyles.push([update, [i]]);
+      if (size < MIN_FONT) {
+        restyles.push([{texttemplate: ""}, [i]]);
+      } else if (size !== drawn) {
+        restyles.push([{"textfont.size": size}, [i]]);
       }
     });
     var gallery = full.meta && full.meta.gallery;
