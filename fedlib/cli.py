@@ -476,6 +476,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    from fedlib.grid import collect, load_grid, paper_tables, run_grid
+
+    grid = load_grid(args.grid)
+    if args.report:
+        table = collect(grid, args.out)
+        table.to_csv(Path(args.out) / "results.csv", index=False)
+    else:
+        table = run_grid(grid, args.out)
+    if table.empty:
+        raise CLIError(f"no finished cell under {args.out}.")
+    for name, frame in paper_tables(table).items():
+        print(f"\n{name}\n{frame.to_string(index=False)}")
+    print(f"\n{len(table)} rows -> {Path(args.out) / 'results.csv'}")
+    return 0
+
+
 def cmd_check_data(args: argparse.Namespace) -> int:
     """Decode every file of a prepared dataset once; list each unreadable or odd one."""
     from tqdm import tqdm
@@ -630,6 +647,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--root", default=None, help="data root")
     check.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     check.set_defaults(func=cmd_check_data)
+
+    grid = add("grid", help="run a grid of methods x datasets x seeds (resumable) and print "
+               "the results tables")
+    grid.add_argument("grid", help="grid file (JSON; see fedlib.grid)")
+    grid.add_argument("--out", required=True, help="grid folder (runs/, results.csv)")
+    grid.add_argument("--report", action="store_true",
+                      help="only collect and print the finished cells, run nothing")
+    grid.set_defaults(func=cmd_grid)
 
     from fedlib.quant.cli import add_parser as add_quantize
 
