@@ -5,7 +5,9 @@ a guarded install of fedlib (a no-op outside Colab); exactly one ``parameters`` 
 literal assignments (papermill overrides them); no literal ``cuda`` (``fedlib.device()`` picks
 the device at run time); widget cells tagged ``nbval-ignore-output``; listed in ``_toc.yml``;
 a smoke parameter file ``ci/smoke/NN_topic.yaml`` naming only real parameters; a Colab link in
-the README.
+the README; every parameter visible to ``papermill --help-notebook``; code lines that fit a book
+page (``PAGE_WIDTH``); and every "write it yourself" function ``my_*`` a stub whose check cell
+runs the reader's version or the folded solution and says which ran.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from papermill.translators import PythonTranslator
+
+from fedlib.report import PAGE_WIDTH
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "ci"))
@@ -176,3 +181,88 @@ def test_every_smoke_file_belongs_to_a_chapter():
     stems = {path.stem for path in CHAPTERS}
     orphans = sorted(p.name for p in SMOKE_DIR.glob("*.yaml") if p.stem not in stems)
     assert not orphans, f"ci/smoke has parameter files for no chapter: {orphans}"
+
+
+def test_papermill_sees_every_parameter(chapter):
+    """papermill drops a parameter whose line it cannot parse (e.g. a comment holding '='):
+    ``--help-notebook`` would not list it and ``-p`` would only warn about it."""
+    cell = next(c for c in read(chapter).cells if "parameters" in tags(c))
+    seen = [parameter.name for parameter in PythonTranslator.inspect(cell)]
+    missing = [name for name in parameter_names(cell) if name not in seen]
+    assert not missing, (f"{chapter.name}: papermill cannot parse the parameter lines of "
+                         f"{missing}; keep each on one line with one '=' (none in the comment).")
+
+
+def test_code_fits_the_page(chapter):
+    long = [(i, len(line)) for i, cell in enumerate(code_cells(read(chapter)), start=1)
+            for line in cell.source.splitlines() if len(line) > PAGE_WIDTH]
+    assert not long, (f"{chapter.name}: code lines longer than {PAGE_WIDTH} characters are cut "
+                      f"off on the book's page; (code cell, length): {long}")
+
+
+def _is_stub(function: ast.FunctionDef) -> bool:
+    """A body of only a docstring, comments and ``...``/``pass`` or ``raise
+    NotImplementedError``."""
+    body = list(function.body)
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]
+    if len(body) != 1:
+        return False
+    statement = body[0]
+    if isinstance(statement, ast.Pass):
+        return True
+    if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
+        return statement.value.value is Ellipsis
+    if isinstance(statement, ast.Raise) and statement.exc is not None:
+        raised = statement.exc.func if isinstance(statement.exc, ast.Call) else statement.exc
+        return isinstance(raised, ast.Name) and raised.id == "NotImplementedError"
+    return False
+
+
+def _defined_functions(source: str) -> dict[str, ast.FunctionDef]:
+    try:
+        tree = ast.parse("\n".join(line for line in source.splitlines()
+                                   if not line.lstrip().startswith(("%", "!"))))
+    except SyntaxError:
+        return {}
+    return {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def _check_calls(source: str) -> list[ast.Call]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) == "check_yours"]
+
+
+def test_write_it_yourself_cells_are_stubs_with_a_check(chapter):
+    """Each ``def my_*`` is a stub for the reader (with the formula in a comment); a later cell
+    calls ``check_yours(my_*, solution, ...)``, which runs the reader's version once written and
+    the solution (defined in a folded ``hide-input`` cell) while it is a stub, and says which."""
+    cells = code_cells(read(chapter))
+    for i, cell in enumerate(cells):
+        for name, function in _defined_functions(cell.source).items():
+            if not name.startswith("my_"):
+                continue
+            where = f"{chapter.name}, code cell {i + 1}, {name}"
+            assert _is_stub(function), (
+                f"{where}: a write-it-yourself function must be a stub (raise "
+                "NotImplementedError or `...`), with the solution folded in another cell.")
+            assert "#" in cell.source, f"{where}: give the formula in a comment in the stub."
+            checks = [(j, call) for j, later in enumerate(cells[i + 1:], start=i + 1)
+                      for call in _check_calls(later.source)
+                      if call.args and getattr(call.args[0], "id", None) == name]
+            assert checks, (f"{where}: no later cell calls check_yours({name}, solution, ...) "
+                            "to run and check the reader's version.")
+            j, call = checks[0]
+            solution = getattr(call.args[1], "id", None) if len(call.args) > 1 else None
+            folded = [c for c in cells if solution in _defined_functions(c.source)]
+            assert folded and all("hide-input" in tags(c) for c in folded), (
+                f"{where}: the fallback solution {solution!r} must be defined in a code cell "
+                "tagged 'hide-input' (folded in the book).")
+            assert "print" in cells[j].source or "say(" in cells[j].source, (
+                f"{chapter.name}, code cell {j + 1}: print check_yours(...).message, which says "
+                "whose version ran.")
