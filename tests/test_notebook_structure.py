@@ -266,3 +266,31 @@ def test_write_it_yourself_cells_are_stubs_with_a_check(chapter):
             assert "print" in cells[j].source or "say(" in cells[j].source, (
                 f"{chapter.name}, code cell {j + 1}: print check_yours(...).message, which says "
                 "whose version ran.")
+
+
+def page_title(path: Path) -> str:
+    """A notebook's H1 without its chapter number ("1. " or "Appendix: ")."""
+    first = read(path).cells[0].source.splitlines()[0]
+    title = first.removeprefix("# ").strip()
+    return re.sub(r"^(\d+\.\s+|Appendix:\s+)", "", title)
+
+
+def test_intro_links_chapters_by_their_page_titles():
+    """The table of chapters on the intro page names each chapter as its page does."""
+    intro = (ROOT / "book" / "intro.md").read_text()
+    links = re.findall(r"\[([^\]]+)\]\(\.\./notebooks/([^)]+)\.ipynb\)", intro)
+    assert links, "book/intro.md links no chapter."
+    wrong = [(text, stem, page_title(ROOT / "notebooks" / f"{stem}.ipynb"))
+             for text, stem in links
+             if text.casefold() != page_title(ROOT / "notebooks" / f"{stem}.ipynb").casefold()]
+    assert not wrong, f"book/intro.md: (link text, chapter, page title) differ: {wrong}"
+
+
+def test_setup_page_shows_the_install_cell(chapter):
+    """book/setup.md shows the chapters' real first cell (its code lines, comments aside)."""
+    setup = (ROOT / "book" / "setup.md").read_text()
+    lines = [line for line in code_cells(read(chapter))[0].source.splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    missing = [line for line in lines if f"\n{line}\n" not in setup]
+    assert not missing, (f"book/setup.md does not show {chapter.name}'s install cell; lines "
+                         f"missing: {missing}")
