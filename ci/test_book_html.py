@@ -55,7 +55,7 @@ from static_widgets import WIDGET_VIEW  # noqa: E402
 
 BUILD = REPO_ROOT / "_build"
 HTML_DIR = BUILD / "html"
-EXECUTED_DIR = BUILD / "executed"
+EXECUTED_DIR = Path(os.environ.get("BOOK_EXECUTED", BUILD / "executed"))  # as make html used
 BUILD_LOG = BUILD / "book_build.log"
 PAGES_DIR = BUILD / "pages"
 

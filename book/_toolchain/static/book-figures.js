@@ -347,6 +347,34 @@
         restyles.push([{"textfont.size": size}, [i]]);
       }
     });
+    // subplot titles still wider than their subplot as drawn: wrapped to its width
+    var nodes = gd.querySelectorAll("g.annotation");
+    (full.annotations || []).forEach(function (annotation, i) {
+      if (annotation.xref !== "paper" || annotation.yref !== "paper" || annotation.y < 0.98
+          || !nodes[i] || annotation.visible === false) {
+        return;
+      }
+      var axis = null;
+      axisKeys(full, "x").forEach(function (key) {
+        var candidate = full[key];
+        if (candidate && candidate.domain && candidate.domain[0] <= annotation.x
+            && annotation.x <= candidate.domain[1]) {
+          axis = candidate;
+        }
+      });
+      var drawnWidth = nodes[i].getBoundingClientRect().width;
+      if (axis && drawnWidth > axis._length + 2) {
+        var size = fontSize(annotation.font, 12);
+        var family = (annotation.font && annotation.font.family) || DEFAULT_FAMILY;
+        var wrapped = wrapText(annotation.text.replace(/<br\s*\/?>/gi, " "), axis._length - 2,
+                               size, family);
+        if (wrapped !== annotation.text) {
+          relayout["annotations[" + i + "].text"] = wrapped;
+        } else if (size > MIN_FONT + 2) {
+          relayout["annotations[" + i + "].font.size"] = size - 2;
+        }
+      }
+    });
     var gallery = full.meta && full.meta.gallery;
     if (gallery && full.annotations && full.annotations.length) {
       var xa = full.xaxis;
