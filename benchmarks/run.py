@@ -2,13 +2,18 @@
 
 - SynthDerm generation: 10,000 images at 32x32 on one thread [<= 5 s].
 - SynthICH and SynthBUS generation at 64x64 on one thread [>= 2,000 images/s].
-- Simulator time per round against a bare PyTorch loop doing the same local steps [<= 1.10x].
+- Simulator time per round against a bare PyTorch loop doing the same local steps: 6 clients of
+  ~310 images [<= 1.05x]; 100 and 1,000 clients of 20 images, sequential [<= 1.05x] and
+  vectorized [100 clients: >= 3x faster than the bare loop].
+- Time per round and peak memory of FedAvg, Ditto and FedRep from 10 to 10,000 clients (one
+  process per measurement) [FedAvg at 5,000 clients <= 1.2x the 100-client peak plus the data].
 - Per-call time of each ``make_loss`` loss against a bare cross-entropy (printed, no target).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,7 +55,19 @@ def bench_generators(n: int) -> None:
     print(f"SynthBUS 64x64: {rate:,.0f} images/s [target: >= 2,000]")
 
 
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def _times(result: dict, kinds: tuple[str, ...]) -> str:
+    return "; ".join(
+        f"{kind} {result[kind]:.3f} s (ratio {result[kind + '_ratio']:.3f})" for kind in kinds
+    )
+
+
 def bench_simulator(rounds: int, repeats: int) -> None:
+    """The large-client case: 6 SynthDerm sites of about 310 images."""
     from simulator import compare
 
     from fedlib.data.synthderm import synthderm
@@ -62,25 +79,88 @@ def bench_simulator(rounds: int, repeats: int) -> None:
     )
     print(
         f"Simulator, FedAvg on SynthDerm (scale 0.1, {sum(len(d) for d in data.train.values())} "
-        f"train images, 6 sites, SmallCNN width 8, batch 32, 1 epoch): "
-        f"{result['simulator_s_per_round']:.3f} s/round vs bare loop "
-        f"{result['bare_s_per_round']:.3f} s/round (fastest rounds), ratio {result['ratio']:.3f} "
-        f"[target: <= 1.10]; ratio of medians {result['median_ratio']:.3f}"
+        "train images, 6 sites, SmallCNN width 8, batch 32, 1 epoch), CPU s per round (median): "
+        f"{_times(result, ('bare', 'sequential'))} [target: sequential <= 1.05]"
     )
+
+
+def bench_small_clients(num_clients: int, rounds: int, repeats: int) -> None:
+    """Many small clients: bare loop, fedlib sequential, fedlib vectorized."""
+    from simulator import compare, small_federation
+
+    from fedlib.methods import FedAvg
+    from fedlib.models import SmallCNN
+
+    data = small_federation(num_clients)
+    kinds = ("bare", "sequential", "vectorized")
+    result = compare(
+        data, lambda: SmallCNN(3, 8, width=8), kinds=kinds, method=FedAvg(lr=0.05, batch_size=20),
+        rounds=rounds, repeats=repeats,
+    )
+    target = "sequential <= 1.05"
+    if num_clients <= 100:
+        target += ", vectorized <= 0.333 (3x faster)"
+    print(
+        f"Simulator, FedAvg, {num_clients} clients of 20 images 32x32 (SmallCNN width 8, batch "
+        f"20), CPU s per round (median of {rounds * repeats}): {_times(result, kinds)}; "
+        f"vectorized is {1 / result['vectorized_ratio']:.2f}x faster than the bare loop "
+        f"[target: {target}]"
+    )
+
+
+def bench_memory(clients: tuple[int, ...], methods: tuple[str, ...]) -> None:
+    """Peak memory and time per round against the number of clients, one process each."""
+    from simulator import memory
+
+    mib = 2**20
+    print(
+        "Memory, 2 rounds of 20 images 16x16 per client (SmallCNN width 8, no evaluation), one "
+        "process per row; 'vs 100' = peak / (peak at 100 clients + the extra data); 'state "
+        "growth' = (peak - peak at 100 - extra data) / (state - state at 100):"
+    )
+    for method in methods:
+        rows = {k: memory(method, k) for k in clients}
+        base = rows.get(100)
+        for k, row in rows.items():
+            line = (
+                f"  {method:<7} {k:>6} clients: {row['round_cpu_s']:8.3f} CPU s/round, peak "
+                f"{row['peak_bytes'] / mib:7.1f} MiB, data {row['data_bytes'] / mib:7.1f} MiB, "
+                f"client states {row['state_bytes'] / mib:7.1f} MiB"
+            )
+            if base is not None and k > 100:
+                extra = row["data_bytes"] - base["data_bytes"]
+                line += f"; vs 100: {row['peak_bytes'] / (base['peak_bytes'] + extra):.3f}"
+                grown = row["state_bytes"] - base["state_bytes"]
+                if grown > 1 * mib:
+                    rest = row["peak_bytes"] - base["peak_bytes"] - extra
+                    line += f"; state growth {rest / grown:.2f}"
+            print(line + (" [target: vs 100 <= 1.2]" if method == "fedavg" and k == 5000 else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000, help="images per generator run")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per repeat")
-    parser.add_argument("--repeats", type=int, default=4, help="repeats of the round timing")
+    parser.add_argument("--repeats", type=int, default=2, help="repeats of the round timing")
+    parser.add_argument(
+        "--memory-clients", type=int, nargs="*", default=[10, 100, 1000, 5000, 10_000],
+        help="federation sizes of the memory table (FedAvg; Ditto and FedRep skip 5,000)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    print(f"Machine: {_load()} (a shared machine: other work inflates the times)")
     bench_generators(args.images)
     bench_simulator(args.rounds, args.repeats)
+    bench_small_clients(100, args.rounds, args.repeats)
+    bench_small_clients(1000, 2, args.repeats)
+    if args.memory_clients:
+        sizes = tuple(args.memory_clients)
+        bench_memory(sizes, ("fedavg",))
+        bench_memory(tuple(k for k in sizes if k != 5000), ("ditto", "fedrep"))
     from losses import bench_losses
 
     bench_losses()
+    print(f"Machine at the end: {_load()}")
     return 0
 
 

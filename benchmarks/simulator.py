@@ -1,17 +1,74 @@
-"""Time per round of the simulator against a bare PyTorch loop doing the same local steps."""
+"""Time per round of the simulator against a bare PyTorch loop doing the same local steps, and
+the simulator's memory as the number of clients grows.
+
+Times are CPU time of this process (``time.process_time``, one thread), which other work on a
+shared machine inflates less than wall time; each figure is the median over rounds, and the
+kinds being compared alternate within one run so drift favours none of them.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from fedlib.core import Simulation, build_model, weighted_average
 from fedlib.core.batches import iterate_batches
-from fedlib.data import FederatedDataset
-from fedlib.methods import FedAvg
+from fedlib.data import ArrayDataset, FederatedDataset
+from fedlib.methods import FedAvg, get_method
+from fedlib.models import SmallCNN
+
+
+class _Timed(Simulation):
+    """The simulator without evaluation, recording each round's CPU time."""
+
+    def _play_round(self, round_: int):
+        tic = time.process_time()
+        record = super()._play_round(round_)
+        record["cpu_seconds"] = time.process_time() - tic
+        return record
+
+    def _evaluate(self, record, client_rows) -> None:
+        pass
+
+
+def small_federation(
+    num_clients: int, per_client: int = 20, *, image_size: int = 32, num_classes: int = 8,
+    test_per_client: int = 2, seed: int = 0,
+) -> FederatedDataset:
+    """``num_clients`` clients of ``per_client`` random RGB images (the content does not matter
+    for time or memory)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n: int) -> ArrayDataset:
+        return ArrayDataset(
+            torch.rand(n, 3, image_size, image_size, generator=g),
+            torch.randint(0, num_classes, (n,), generator=g),
+        )
+
+    train = {k: split(per_client) for k in range(num_clients)}
+    test = {k: split(test_per_client) for k in range(num_clients)}
+    return FederatedDataset(
+        "small", train, test, class_names=tuple(f"c{c}" for c in range(num_classes))
+    )
+
+
+def data_bytes(dataset: FederatedDataset) -> int:
+    """Bytes of every image and label tensor of the federation."""
+    return sum(
+        d.images.numel() * d.images.element_size() + d.labels.numel() * d.labels.element_size()
+        for split in (dataset.train, dataset.test)
+        for d in split.values()
+    )
 
 
 def bare_round(
@@ -39,34 +96,89 @@ def bare_round(
     return new
 
 
-def compare(dataset: FederatedDataset, model_fn, *, rounds: int = 6, repeats: int = 3) -> dict:
-    """Seconds per round (fastest of all timed rounds): the simulator, without evaluation,
-    and the bare loop; their ratio, and the ratio of the medians."""
+def _rounds(kind: str, dataset, model_fn, method, rounds: int, seed: int) -> list[float]:
+    """CPU seconds of each of ``rounds`` rounds (after one warm-up round)."""
+    if kind == "bare":
+        model = build_model(model_fn, seed)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        state = bare_round(model, dataset, state, method, seed=0)  # warm-up
+        times = []
+        for r in range(rounds):
+            tic = time.process_time()
+            state = bare_round(model, dataset, state, method, seed=1000 * (r + 1))
+            times.append(time.process_time() - tic)
+        return times
+    sim = _Timed(method, model_fn, dataset, num_rounds=rounds + 1, eval_every=None,
+                 progress=False, seed=seed, vectorize=kind == "vectorized")
+    sim.run()
+    return [r["cpu_seconds"] for r in sim.history_.round_records[1:]]
+
+
+def compare(
+    dataset: FederatedDataset,
+    model_fn: Callable[[], nn.Module],
+    *,
+    kinds: tuple[str, ...] = ("bare", "sequential"),
+    method: FedAvg | None = None,
+    rounds: int = 5,
+    repeats: int = 2,
+) -> dict[str, float]:
+    """Median CPU seconds per round of each kind ("bare", "sequential", "vectorized"), the
+    kinds alternating within each repeat; also ``<kind>_ratio``, its median over the bare
+    loop's."""
     torch.set_num_threads(1)
-    method = FedAvg(lr=0.05)
-    sim_times, bare_times = [], []
+    method = method or FedAvg(lr=0.05)
+    times: dict[str, list[float]] = {k: [] for k in kinds}
     for rep in range(repeats):
-        # alternate which runs first, so warm-up and machine drift do not favour one side
-        for side in ("sim", "bare") if rep % 2 == 0 else ("bare", "sim"):
-            if side == "sim":
-                sim = Simulation(method, model_fn, dataset, num_rounds=rounds + 1,
-                                 eval_every=None, progress=False, seed=rep)
-                sim.run()
-                # the last round also evaluates; time only the training rounds
-                sim_times += list(sim.history_.rounds["seconds"].iloc[:-1])
-            else:
-                model = build_model(model_fn, rep)
-                state = {k: v.clone() for k, v in model.state_dict().items()}
-                for r in range(rounds):
-                    tic = time.perf_counter()
-                    state = bare_round(model, dataset, state, method, seed=1000 * r)
-                    bare_times.append(time.perf_counter() - tic)
-    # the fastest round is the least disturbed by other work on the machine; medians are
-    # reported too, for the spread
-    sim_t, bare_t = min(sim_times), min(bare_times)
+        order = kinds if rep % 2 == 0 else kinds[::-1]
+        for kind in order:
+            times[kind] += _rounds(kind, dataset, model_fn, method, rounds, seed=rep)
+    out = {kind: statistics.median(t) for kind, t in times.items()}
+    if "bare" in out:
+        for kind in kinds:
+            out[f"{kind}_ratio"] = out[kind] / out["bare"]
+    return out
+
+
+# ---------------------------------------------------------------------------- memory
+def memory_child(method_name: str, num_clients: int, rounds: int, image_size: int) -> dict:
+    """Run ``rounds`` rounds (no evaluation) in this process; its peak RSS, the data's bytes,
+    the bytes of the tensors in the clients' states, and the last round's CPU time."""
+    torch.set_num_threads(1)
+    dataset = small_federation(num_clients, image_size=image_size)
+    method = get_method(method_name, lr=0.05, batch_size=20)
+    sim = _Timed(method, lambda: SmallCNN(3, 8, width=8), dataset, num_rounds=rounds,
+                 eval_every=None, progress=False)
+    sim.run()
+    state_bytes = 0
+    for state in sim.client_states_.values():
+        for part in (state.personal, state.post_local or {}, state.method):
+            for value in part.values():
+                tensors = value.values() if isinstance(value, dict) else [value]
+                state_bytes += sum(
+                    t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor)
+                )
     return {
-        "simulator_s_per_round": sim_t,
-        "bare_s_per_round": bare_t,
-        "ratio": sim_t / bare_t,
-        "median_ratio": statistics.median(sim_times) / statistics.median(bare_times),
+        "method": method_name,
+        "clients": num_clients,
+        "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "data_bytes": data_bytes(dataset),
+        "state_bytes": state_bytes,
+        "round_cpu_s": sim.history_.round_records[-1]["cpu_seconds"],
     }
+
+
+def memory(method_name: str, num_clients: int, *, rounds: int = 2, image_size: int = 16) -> dict:
+    """:func:`memory_child` in a fresh Python process (peak RSS is per process)."""
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from simulator import memory_child;"
+        "print(json.dumps(memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),"
+        " int(sys.argv[5]))))"
+    )
+    here = str(Path(__file__).resolve().parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code, here, method_name, str(num_clients), str(rounds),
+         str(image_size)],
+        check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -468,7 +468,7 @@ def test_prepare_model_runs_under_the_seed_and_keeps_the_base_initialisation():
 def test_spec_model_post_local_or_global():
     post = simulate(FedAvg(lr=0.1), rounds=1)
     own = dict(post.client_model(0).state_dict())
-    assert same_weights(own, post.client_states_[0].post_local)
+    assert same_weights(own, post.post_local_weights(0))
     assert not torch.equal(own["head.weight"], post.state_.weights["head.weight"])
     glob = simulate(FedAvg(lr=0.1, spec_model="global"), rounds=1)
     assert glob.client_states_[0].post_local is None

@@ -1,10 +1,21 @@
-"""Weighted aggregation of client arrays."""
+"""Weighted aggregation of client arrays: all at once, or streamed one client at a time."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 import torch
+
+
+def _normalized(weights: Sequence[float], owner: str) -> list[float]:
+    """``w_k / sum_j w_j`` as Python floats, computed in float64 exactly as the average uses
+    them; refuses negative, non-finite or all-zero weights."""
+    w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
+    if (w < 0).any() or not torch.isfinite(w).all() or w.sum() <= 0:
+        raise ValueError(
+            f"{owner}: 'weights' must be finite, >= 0 and not all zero, got {list(weights)}."
+        )
+    return (w / w.sum()).tolist()
 
 
 def weighted_average(
@@ -21,27 +32,123 @@ def weighted_average(
     -------
     dict of str to Tensor, in the dtype of the first client's arrays. The sum runs in float64
     so the result does not depend on the order of clients beyond rounding to the final dtype.
+    :class:`StreamingAverage` gives the same bits one client at a time.
     """
     if len(arrays) == 0:
         raise ValueError("weighted_average: 'arrays' must hold at least one client's arrays.")
     if len(arrays) != len(weights):
         raise ValueError(f"weighted_average: got {len(arrays)} arrays but {len(weights)} weights.")
-    w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
-    if (w < 0).any() or not torch.isfinite(w).all() or w.sum() <= 0:
-        raise ValueError(
-            "weighted_average: 'weights' must be finite, >= 0 and not all zero, "
-            f"got {list(weights)}."
-        )
-    w = w / w.sum()
+    w = _normalized(weights, "weighted_average")
     keys = list(arrays[0].keys())
     for i, a in enumerate(arrays[1:], start=1):
         if list(a.keys()) != keys:
             raise ValueError(f"weighted_average: client {i} sent keys that differ from client 0's.")
-    out: dict[str, torch.Tensor] = {}
-    for key in keys:
-        first = arrays[0][key]
-        acc = torch.zeros(first.shape, dtype=torch.float64, device=first.device)
-        for wk, a in zip(w, arrays, strict=True):
-            acc += wk.item() * a[key].to(torch.float64)
-        out[key] = acc.to(first.dtype)
-    return out
+    stream = _Accumulator()
+    for wk, a in zip(w, arrays, strict=True):
+        stream.add(a, wk)
+    return stream.result()
+
+
+class _Accumulator:
+    """``acc_key += w * a_key`` in float64, key by key, in the order of the calls."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] | None = None
+        self.dtypes: dict[str, torch.dtype] = {}
+
+    def add(self, arrays: Mapping[str, torch.Tensor], weight: float) -> None:
+        if self.sums is None:
+            self.sums = {
+                k: torch.zeros(v.shape, dtype=torch.float64, device=v.device)
+                for k, v in arrays.items()
+            }
+            self.dtypes = {k: v.dtype for k, v in arrays.items()}
+        for key, acc in self.sums.items():
+            acc += weight * arrays[key].to(torch.float64)
+
+    def result(self, scale: float | None = None) -> dict[str, torch.Tensor]:
+        if self.sums is None:
+            raise ValueError("weighted_average: nothing was added.")
+        if scale is None:
+            return {k: v.to(self.dtypes[k]) for k, v in self.sums.items()}
+        return {k: (v * scale).to(self.dtypes[k]) for k, v in self.sums.items()}
+
+
+class StreamingAverage:
+    r"""The weighted mean of clients' arrays, added one client at a time: a running sum in
+    float64, so a round never holds more than one client's arrays.
+
+    The weights are announced first (``expected``: client id to weight, e.g. ``n_k`` of every
+    client sampled this round) and normalised as :func:`weighted_average` normalises them;
+    each :meth:`add` then adds ``(w_k / \sum_j w_j) a_k`` in float64. Adding the clients in the
+    order of ``expected`` gives :func:`weighted_average`'s result bit for bit. When some
+    announced clients never arrive (a client failed and was skipped), the sum is rescaled by
+    ``\sum_j w_j / \sum_{k \text{ added}} w_k``: the same mean up to float64 rounding.
+
+    Parameters
+    ----------
+    expected : mapping of client id to weight
+        Every weight >= 0, finite, not all zero.
+    """
+
+    def __init__(self, expected: Mapping[int, float]):
+        self._ids = list(expected)
+        self._raw = {k: float(v) for k, v in expected.items()}
+        self._weights = dict(
+            zip(self._ids, _normalized(list(self._raw.values()), "StreamingAverage"), strict=True)
+        )
+        self._acc = _Accumulator()
+        self._added: list[int] = []
+        self._keys: list[str] | None = None
+
+    @property
+    def added(self) -> list[int]:
+        """The ids of the clients added so far, in order."""
+        return list(self._added)
+
+    def add(self, client_id: int, arrays: Mapping[str, torch.Tensor]) -> None:
+        """Add one client's arrays (its announced weight)."""
+        if client_id not in self._weights:
+            raise KeyError(f"StreamingAverage: client {client_id} was not announced.")
+        if client_id in self._added:
+            raise ValueError(f"StreamingAverage: client {client_id} was already added.")
+        keys = list(arrays.keys())
+        if self._keys is None:
+            self._keys = keys
+        elif keys != self._keys:
+            raise ValueError(
+                f"StreamingAverage: client {client_id} sent keys that differ from client "
+                f"{self._added[0]}'s."
+            )
+        self._acc.add(arrays, self._weights[client_id])
+        self._added.append(client_id)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """The weighted mean of the clients added (in the first client's dtypes)."""
+        if not self._added:
+            raise ValueError("StreamingAverage: no client was added.")
+        if self._added == self._ids:
+            return self._acc.result()
+        total = sum(self._raw.values())
+        kept = sum(self._raw[k] for k in self._added)
+        if kept <= 0:
+            raise ValueError(
+                "StreamingAverage: the clients added have weights that sum to 0, got "
+                f"{[self._raw[k] for k in self._added]}."
+            )
+        return self._acc.result(scale=total / kept)
+
+
+class StreamedReplies(list):
+    """The replies of a round whose arrays were already averaged while the clients trained.
+
+    A list of :class:`~fedlib.core.protocol.ClientReply` with empty ``arrays`` (their
+    ``side``, ``metrics`` and ``num_examples`` are kept) and ``averaged``, the
+    :class:`StreamingAverage` of the arrays with the algorithm's client weights. The simulator
+    passes this to ``Algorithm.aggregate`` when the method keeps FedAvg's ``aggregate`` and
+    ``client_weights``, so a round never holds every client's arrays.
+    """
+
+    def __init__(self, replies, averaged: dict[str, torch.Tensor]):
+        super().__init__(replies)
+        self.averaged = averaged

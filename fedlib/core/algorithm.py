@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 from torch.utils.data import Dataset
 
 from fedlib._validation import NONE, AnyOf, InstanceOf, Interval, Options, Validated
@@ -300,13 +301,21 @@ class Algorithm(Validated):
 
     def aggregate(self, state: GlobalState, replies: Sequence[ClientReply]) -> GlobalState:
         """The new global state: the clients' arrays averaged (``client_weighting``), moved by
-        :meth:`server_step`; keys nobody sent keep their value; then :meth:`process_side`."""
+        :meth:`server_step`; keys nobody sent keep their value; then :meth:`process_side`.
+
+        ``replies`` may be :class:`~fedlib.core.aggregation.StreamedReplies`: the simulator
+        averaged the arrays while the clients trained (``replies.averaged``) and the replies'
+        own ``arrays`` are empty. A method that needs every client's arrays overrides this
+        hook (or ``client_weights``); the simulator then passes the full replies.
+        """
         new = GlobalState(weights=dict(state.weights), round=state.round + 1,
                           extra=dict(state.extra))
-        if replies and replies[0].arrays:
+        averaged = getattr(replies, "averaged", None)  # streamed by the simulator
+        if averaged is None and replies and replies[0].arrays:
             averaged = weighted_average(
                 [r.arrays for r in replies], self.client_weights(replies)
             )
+        if averaged:
             new.weights.update(self.server_step(state, averaged, new.extra))
         self.process_side(new, replies)
         return new
@@ -335,7 +344,8 @@ class Algorithm(Validated):
         """Update the new global state's ``extra`` from the replies' side channel.
 
         Default: collect the class counts the clients report (``la_prior="global"``) and,
-        once every client has reported, their sum ``GLOBAL_COUNTS``.
+        once every client has reported, their sum ``GLOBAL_COUNTS``. The replies' ``arrays``
+        are empty when the simulator streamed them into the average (see :meth:`aggregate`).
         """
         if not self.wants_class_counts():
             return
@@ -364,43 +374,92 @@ class Algorithm(Validated):
         initial_weights: Mapping[str, torch.Tensor],
         generator: torch.Generator,
         device: torch.device,
+        keep_post_local: bool | None = None,
     ) -> tuple[ClientReply, ClientState]:
         """One round of local work; returns the reply and the client's new persistent state.
 
-        ``state`` is not modified: the hooks work on a copy, which the caller stores only if
-        the round commits. ``model`` is a scratch module of the right architecture: its weights
+        ``state`` is not modified: the hooks work on a working copy (new containers sharing the
+        stored tensors), which the caller stores only if the round commits. Hooks replace
+        entries of ``ctx.state`` (``ctx.state.method[name] = new_value``); a hook that
+        modifies a stored tensor in place is reported (``RuntimeError``), since an aborted round
+        could not undo it. ``model`` is a scratch module of the right architecture: its weights
         are overwritten from the message, then from the client's personal tensors (falling
         back to ``initial_weights`` for keys the client has never trained).
+
+        ``keep_post_local`` (default: ``spec_model == "post_local"``) stores the whole trained
+        model in ``ClientState.post_local``; the simulator passes ``False`` when nothing will
+        read it during the run (see :class:`~fedlib.core.Simulation`).
         """
-        state = state.copy()
-        self.load_client_model(model, message, state, initial_weights)
-        model.to(device).train()
-        ctx = self.local_context(
-            model, message, state, data, client_id=client_id, num_classes=num_classes,
-            generator=generator, device=device,
+        ctx, guard = self._begin_local_work(
+            model, message, state, data, initial_weights,
+            dict(client_id=client_id, num_classes=num_classes, generator=generator, device=device),
         )
         self.before_local_training(model, ctx)
         optimizer = self.make_optimizer(model, lr=ctx.lr)
-        if self.optimizer_state == "persist" and state.optimizer is not None:
-            self.load_optimizer_state(optimizer, state.optimizer, ctx.lr)
+        if self.optimizer_state == "persist" and ctx.state.optimizer is not None:
+            self.load_optimizer_state(optimizer, ctx.state.optimizer, ctx.lr)
         loss_sum, seen = self.train_locally(model, optimizer, ctx)
         self.after_local_training(model, ctx)
         if self.optimizer_state == "persist":
-            state.optimizer = optimizer.state_dict()
-        sent = set(message.arrays)
+            ctx.state.optimizer = optimizer.state_dict()
+        return self._finish_local_work(
+            model, ctx, guard, loss_sum, seen, num_examples=len(data),
+            keep_post_local=keep_post_local,
+        )
+
+    def _begin_local_work(
+        self,
+        model: nn.Module,
+        message: RoundMessage,
+        state: ClientState,
+        data: Dataset,
+        initial_weights: Mapping[str, torch.Tensor],
+        setting: dict[str, Any],
+    ) -> tuple[LocalContext, _StateGuard]:
+        """The working copy of ``state``, the loaded model (on ``device``, train mode) and the
+        context (``setting``: the keywords of :meth:`local_context`): everything before
+        ``before_local_training``."""
+        guard = _StateGuard(state)
+        state = working_copy(state)
+        move_to(model, setting["device"])
+        self.load_client_model(model, message, state, initial_weights)
+        model.train()
+        return self.local_context(model, message, state, data, **setting), guard
+
+    def _finish_local_work(
+        self,
+        model: nn.Module,
+        ctx: LocalContext,
+        guard: _StateGuard,
+        loss_sum: float,
+        seen: int,
+        *,
+        num_examples: int,
+        keep_post_local: bool | None,
+    ) -> tuple[ClientReply, ClientState]:
+        """The new state (personal tensors, post-local model) and the reply, from the trained
+        ``model``: everything after ``after_local_training``."""
+        state = ctx.state
+        sent = ctx.message.arrays
         model_state = model.state_dict()
         state.personal = {
             k: v.detach().cpu().clone() for k, v in model_state.items() if k not in sent
         }
-        if self.spec_model == "post_local":
-            state.post_local = {k: v.detach().cpu().clone() for k, v in model_state.items()}
+        if keep_post_local is None:
+            keep_post_local = self.spec_model == "post_local"
+        state.post_local = (
+            {k: v.detach().cpu().clone() for k, v in model_state.items()}
+            if keep_post_local
+            else None
+        )
         self._check_state_fields(state)
+        guard.check(type(self).__name__)
         if self.wants_class_counts():
             ctx.side[CLASS_COUNTS] = torch.as_tensor(ctx.class_counts, dtype=torch.float64)
         reply = ClientReply(
-            client_id=client_id,
+            client_id=ctx.client_id,
             arrays=self.reply_arrays(model, ctx),
-            num_examples=len(data),
+            num_examples=num_examples,
             side=dict(ctx.side),
             metrics={"train_loss": loss_sum / max(seen, 1), **ctx.metrics},
         )
@@ -451,15 +510,16 @@ class Algorithm(Validated):
         initial_weights: Mapping[str, torch.Tensor],
     ) -> None:
         """Received arrays, then the client's personal tensors, then initial values."""
+        targets = model.state_dict(keep_vars=True)
         full = {}
-        for key in model.state_dict():
+        for key in targets:
             if key in message.arrays:
                 full[key] = message.arrays[key]
             elif key in state.personal:
                 full[key] = state.personal[key]
             else:
                 full[key] = initial_weights[key]
-        model.load_state_dict(full)
+        load_weights_into(model, full, targets)
 
     @staticmethod
     def load_optimizer_state(
@@ -639,6 +699,102 @@ class Algorithm(Validated):
         round. The result is used for evaluation only, never sent nor stored (FedBABU and
         FedAvg+FT fine-tune here).
         """
+
+
+def working_copy(state: ClientState) -> ClientState:
+    """The copy of a client's state that one round of local work may change: new containers
+    (dicts, lists, tuples, numpy arrays copied) around the same tensors. Hooks replace
+    entries; :class:`_StateGuard` reports a stored tensor modified in place."""
+    return ClientState(
+        personal=dict(state.personal),
+        post_local=state.post_local,
+        optimizer=_copy_containers(state.optimizer),
+        method=_copy_containers(state.method),
+    )
+
+
+def _copy_containers(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, dict):
+        return {k: _copy_containers(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_copy_containers(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    return value
+
+
+def _tensors_in(value: Any, path: str) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _tensors_in(v, f"{path}[{k!r}]")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from _tensors_in(v, f"{path}[{i}]")
+
+
+class _StateGuard:
+    """Remembers the version counters of a stored client state's tensors, so that local work
+    which modifies one of them in place (an aborted round could not undo it) is reported."""
+
+    def __init__(self, state: ClientState):
+        self._seen = [
+            (path, t, t._version)
+            for name in ("personal", "post_local", "optimizer", "method")
+            for path, t in _tensors_in(getattr(state, name), f"ClientState.{name}")
+        ]
+
+    def check(self, owner: str) -> None:
+        changed = [path for path, t, version in self._seen if t._version != version]
+        if changed:
+            raise RuntimeError(
+                f"{owner}: local training modified the stored client state in place "
+                f"({', '.join(changed[:3])}); hooks must replace entries of ctx.state "
+                "(e.g. ctx.state.method[name] = new_tensor), never change a stored tensor."
+            )
+
+
+def move_to(model: nn.Module, device: torch.device) -> None:
+    """``model.to(device)``, skipped when every parameter and buffer is already there."""
+    if any(t.device != device for t in model.parameters()) or any(
+        t.device != device for t in model.buffers()
+    ):
+        model.to(device)
+
+
+_PLAIN_LOADERS = (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict)
+
+
+def load_weights_into(
+    model: nn.Module,
+    weights: Mapping[str, torch.Tensor],
+    targets: Mapping[str, torch.Tensor] | None = None,
+) -> None:
+    """``model.load_state_dict(weights)`` (strict), as one batched copy when nothing can
+    differ from it: every key present with its shape, and no module with its own loading
+    code or hooks. ``targets`` is ``model.state_dict(keep_vars=True)`` when the caller has it."""
+    if targets is None:
+        targets = model.state_dict(keep_vars=True)
+    plain = weights.keys() == targets.keys() and all(
+        weights[k].shape == t.shape for k, t in targets.items()
+    )
+    if plain:
+        for module in model.modules():
+            if (
+                type(module)._load_from_state_dict not in _PLAIN_LOADERS
+                or module._load_state_dict_pre_hooks
+                or module._load_state_dict_post_hooks
+            ):
+                plain = False
+                break
+    if not plain:
+        model.load_state_dict(weights)
+        return
+    with torch.no_grad():
+        torch._foreach_copy_(list(targets.values()), [weights[k] for k in targets])
 
 
 @contextmanager

@@ -4,6 +4,7 @@ client halves over a :class:`~fedlib.data.FederatedDataset`, round by round, see
 from __future__ import annotations
 
 import copy as copy_module
+import dataclasses
 import logging
 import math
 import time
@@ -17,12 +18,13 @@ from torch import nn
 from tqdm import tqdm
 
 from fedlib._validation import NONE, AnyOf, InstanceOf, Interval, Options, validate_params
-from fedlib.core.aggregation import weighted_average
-from fedlib.core.algorithm import Algorithm, build_model
+from fedlib.core.aggregation import StreamedReplies, StreamingAverage, weighted_average
+from fedlib.core.algorithm import Algorithm, build_model, working_copy
 from fedlib.core.checkpoint import load_checkpoint, save_checkpoint
 from fedlib.core.evaluate import BASIC_METRICS, evaluate, predict, shared_test
 from fedlib.core.history import History
 from fedlib.core.protocol import ClientReply, ClientState, GlobalState
+from fedlib.core.storage import DiskClientStates, RecordTable
 from fedlib.data.base import FederatedDataset
 from fedlib.utils import device as default_device
 
@@ -88,9 +90,32 @@ class Simulation:
         Non-finite updates count as failures.
     checkpoint_dir : path, optional
         Save a checkpoint after every round; ``run(resume=True)`` continues from it.
+    vectorize : bool, default False
+        Train each round's sampled clients together (:mod:`fedlib.core.vectorized`:
+        ``torch.func.vmap`` over the clients' stacked parameters, with a functional optimizer
+        step), for many small clients. Results equal the sequential path up to float rounding
+        (see that module for the tolerance); a method, model or option it cannot train exactly
+        is refused with a message when the run starts.
+    client_state_dir : path, optional
+        Keep each client's persistent state in a file there (one per client) instead of in
+        memory: only the clients of the current round are in memory.
 
     Clients without training data never train (a warning names them); they are still
     evaluated on their test split.
+
+    What is kept per client: the method's own state (``ClientState``) and nothing else. The
+    post-local model of ``spec_model="post_local"`` (FedAvg's default) is stored only when the
+    run evaluates clients (``evaluate_clients``); otherwise :meth:`client_model` rebuilds it
+    when asked (after the run, e.g. by :func:`fedlib.evaluation.specialization`) by replaying
+    the client's last local round, seeded as it was, from the global state that round
+    started with and the client's state before it. The simulator keeps those (one global
+    state per round that is still some client's last round, and the small state of each
+    client), so the rebuilt model is the one the client trained, bit for bit, at the price of
+    one more local round per evaluated client. Rounds stream the clients' arrays into a
+    float64 running sum (:class:`~fedlib.core.aggregation.StreamingAverage`, the same bits as
+    :func:`~fedlib.core.aggregation.weighted_average`) unless the method overrides
+    ``aggregate`` or ``client_weights``, and the per-client history rows are typed columns
+    (:class:`~fedlib.core.storage.RecordTable`).
     """
 
     _constraints = {
@@ -104,6 +129,7 @@ class Simulation:
         "round_order": Options(("train_first", "aggregate_first")),
         "progress": InstanceOf(bool),
         "on_client_error": Options(("raise", "skip")),
+        "vectorize": InstanceOf(bool),
         "algorithm": InstanceOf(Algorithm, description="a fedlib Algorithm"),
         "dataset": InstanceOf(FederatedDataset, description="a FederatedDataset"),
     }
@@ -126,6 +152,8 @@ class Simulation:
         progress: bool = True,
         on_client_error: str = "raise",
         checkpoint_dir: str | None = None,
+        vectorize: bool = False,
+        client_state_dir: str | None = None,
     ):
         validate_params(
             "Simulation",
@@ -142,6 +170,7 @@ class Simulation:
                 round_order=round_order,
                 progress=progress,
                 on_client_error=on_client_error,
+                vectorize=vectorize,
             ),
             self._constraints,
         )
@@ -164,6 +193,8 @@ class Simulation:
         self.progress = progress
         self.on_client_error = on_client_error
         self.checkpoint_dir = checkpoint_dir
+        self.vectorize = vectorize
+        self.client_state_dir = client_state_dir
 
         self._check_clients()
         self.model_ = self._build(seed).to(self.device)
@@ -174,11 +205,21 @@ class Simulation:
         self.state_.extra["num_clients"] = dataset.num_clients  # the federation's size N
         if round_order == "aggregate_first":
             self._average_client_inits()
-        self.client_states_: dict[int, ClientState] = {
-            k: ClientState() for k in dataset.client_ids()
-        }
+        self.client_states_: dict[int, ClientState] | DiskClientStates = (
+            {k: ClientState() for k in dataset.client_ids()}
+            if client_state_dir is None
+            else DiskClientStates(client_state_dir, dataset.client_ids())
+        )
         self._finetuned_: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
-        self.history_ = History(config=self.describe())
+        # post-local models rebuilt on demand: client -> (round, state before it, algorithm)
+        # and the global state each such round started with
+        self._replay: dict[int, tuple[int, ClientState, Algorithm]] = {}
+        self._round_starts: dict[int, GlobalState] = {}
+        self.history_ = History(config=self.describe(), client_records=RecordTable())
+        if vectorize:
+            from fedlib.core.vectorized import _Vectorizer
+
+            self._vectorizer = _Vectorizer(self)  # refuses what it cannot train exactly
 
     # ------------------------------------------------------------------ public
     def describe(self) -> dict[str, Any]:
@@ -195,6 +236,8 @@ class Simulation:
             "eval_every": self.eval_every,
             "evaluate_clients": self.evaluate_clients,
             "round_order": self.round_order,
+            # only when set, so checkpoints of sequential runs stay valid
+            **({"vectorize": True} if self.vectorize else {}),
         }
 
     def sample_clients(self, round_: int) -> list[int]:
@@ -258,6 +301,13 @@ class Simulation:
         self._load_client_model(client_id)
         return copy_module.deepcopy(self.model_) if copy else self.model_
 
+    def post_local_weights(self, client_id: int) -> dict[str, torch.Tensor] | None:
+        """Client ``client_id``'s model after its last local training: stored in its state when
+        the run evaluates clients, otherwise rebuilt by replaying that round (see the class
+        notes); ``None`` if it has never trained."""
+        stored = self.client_states_[client_id].post_local
+        return stored if stored is not None else self._post_local(client_id)
+
     def local_updates(
         self, client_ids: list[int] | None = None, *, algorithm: Algorithm | None = None
     ) -> list[ClientReply]:
@@ -315,23 +365,30 @@ class Simulation:
     def _play_round(self, round_: int) -> dict[str, Any]:
         tic = time.perf_counter()
         selected = [k for k in self.sample_clients(round_) if k in self._trainable]
+        stream = self._aggregation_stream(selected)
         replies: list[ClientReply] = []
-        pending: dict[int, ClientState] = {}
+        pending: dict[int, tuple[ClientState, ClientState]] = {}
         failed: list[int] = []
-        for client_id in selected:
-            outcome = self._train_client(round_, client_id)
+        for client_id, outcome in self._train_clients(round_, selected):
             if outcome is None:
                 failed.append(client_id)
-            else:
-                replies.append(outcome[0])
-                pending[client_id] = outcome[1]
+                continue
+            reply, new_state, old_state = outcome
+            if stream is not None:
+                stream.add(client_id, reply.arrays)
+                reply = dataclasses.replace(reply, arrays={})
+            replies.append(reply)
+            pending[client_id] = (new_state, old_state)
         if not replies:
             raise RuntimeError(
                 f"Simulation: every sampled client failed in round {round_ + 1} "
                 f"(clients {failed}); the global model was left unchanged."
             )
-        self.state_ = self.algorithm.aggregate(self.state_, replies)
-        self.client_states_.update(pending)  # the round commits
+        start = self.state_
+        if stream is not None:
+            replies = StreamedReplies(replies, stream.result())
+        self.state_ = self.algorithm.aggregate(start, replies)
+        self._commit(round_, start, pending)
         record: dict[str, Any] = {
             "round": round_ + 1,
             "num_clients": len(replies),
@@ -349,6 +406,7 @@ class Simulation:
             }
             for r in replies
         }
+        del replies, pending
         done = round_ + 1
         if done == self.num_rounds or (self.eval_every is not None and done % self.eval_every == 0):
             self._evaluate(record, client_rows)
@@ -357,50 +415,140 @@ class Simulation:
         self.history_.client_records.extend(client_rows[c] for c in sorted(client_rows))
         return record
 
+    def _aggregation_stream(self, selected: list[int]) -> StreamingAverage | None:
+        """A running average of this round's arrays, or ``None`` when the method needs every
+        reply's arrays (it overrides ``aggregate`` or ``client_weights``)."""
+        kind = type(self.algorithm)
+        if (
+            not selected
+            or kind.aggregate is not Algorithm.aggregate
+            or kind.client_weights is not Algorithm.client_weights
+        ):
+            return None
+        announced = [ClientReply(k, {}, len(self.dataset.train[k])) for k in selected]
+        weights = self.algorithm.client_weights(announced)
+        return StreamingAverage(dict(zip(selected, weights, strict=True)))
+
+    def _keeps_post_local(self) -> bool:
+        """Whether trained clients store their post-local model (read by client evaluation)."""
+        return self.algorithm.spec_model == "post_local" and bool(self.evaluate_clients)
+
+    def _commit(
+        self,
+        round_: int,
+        start: GlobalState,
+        pending: dict[int, tuple[ClientState, ClientState]],
+    ) -> None:
+        """Store the round's new client states and, where post-local models are rebuilt on
+        demand, what a replay of each client's round needs."""
+        replay = self.algorithm.spec_model == "post_local" and not self._keeps_post_local()
+        for client_id, (new_state, old_state) in pending.items():
+            self.client_states_[client_id] = new_state
+            if replay:
+                self._replay[client_id] = (round_, old_state, self.algorithm)
+            else:
+                self._replay.pop(client_id, None)
+        if replay and pending:
+            self._round_starts[round_] = start
+        used = {r for r, _, _ in self._replay.values()}
+        for r in [r for r in self._round_starts if r not in used]:
+            del self._round_starts[r]
+
+    def _client_seed(self, round_: int, client_id: int) -> int:
+        """The seed of client ``client_id``'s local work in ``round_``."""
+        return derive_seed(self.seed, round_, client_id)
+
+    @staticmethod
+    def _check_finite(reply: ClientReply) -> None:
+        check_finite(reply)
+
+    def _seed_global(self, seed: int) -> None:
+        """Seed torch's global generators that local work may draw from (dropout masks,
+        ``torch.randn`` in a hook): the CPU one, and the training device's. Cheaper than
+        ``torch.manual_seed``, which also registers every accelerator, and the same CPU stream."""
+        torch.default_generator.manual_seed(seed)
+        if self.device.type == "cuda":
+            index = self.device.index
+            if index is None:
+                index = torch.cuda.current_device()
+            torch.cuda.default_generators[index].manual_seed(seed)
+
     def _local_work(
-        self, round_: int, client_id: int, algorithm: Algorithm
+        self,
+        round_: int,
+        client_id: int,
+        algorithm: Algorithm,
+        *,
+        start: GlobalState | None = None,
+        state: ClientState | None = None,
+        keep_post_local: bool | None = None,
     ) -> tuple[ClientReply, ClientState]:
-        """One client's seeded local round; raises if the update is not finite."""
-        seed = derive_seed(self.seed, round_, client_id)
-        torch.manual_seed(seed)
+        """One client's seeded local round (from ``start`` and ``state``, by default the
+        current global state and the client's stored state); raises if the update is not
+        finite."""
+        seed = self._client_seed(round_, client_id)
+        self._seed_global(seed)
         generator = torch.Generator().manual_seed(seed)
-        message = algorithm.message_for(self.state_, client_id)
+        message = algorithm.message_for(self.state_ if start is None else start, client_id)
         reply, new_state = algorithm.client_update(
             self.model_,
             message,
-            self.client_states_[client_id],
+            self.client_states_[client_id] if state is None else state,
             self.dataset.train[client_id],
             client_id=client_id,
             num_classes=self.dataset.num_classes,
             initial_weights=self.initial_weights_,
             generator=generator,
             device=self.device,
+            keep_post_local=keep_post_local,
         )
-        bad = [
-            k
-            for k, v in reply.arrays.items()
-            if v.is_floating_point() and not torch.isfinite(v).all()
-        ]
-        if bad:
-            raise FloatingPointError(f"its update has non-finite values in {bad[:3]}")
-        if not math.isfinite(reply.metrics.get("train_loss", 0.0)):
-            raise FloatingPointError("its training loss is not finite")
+        check_finite(reply)
         return reply, new_state
 
-    def _train_client(
-        self, round_: int, client_id: int
-    ) -> tuple[ClientReply, ClientState] | None:
+    def _train_clients(self, round_: int, selected: list[int]):
+        """``(client, (reply, new state, old state))`` per sampled client, in order; ``None``
+        instead of the triple for a client that failed and is skipped."""
+        if self.vectorize:
+            from fedlib.core.vectorized import train_round
+
+            yield from train_round(self, round_, selected)
+            return
+        keep = self._keeps_post_local()
+        for client_id in selected:
+            yield client_id, self._guarded(round_, client_id, keep)
+
+    def _guarded(self, round_: int, client_id: int, keep_post_local: bool):
         try:
-            return self._local_work(round_, client_id, self.algorithm)
+            old = self.client_states_[client_id]
+            reply, new = self._local_work(
+                round_, client_id, self.algorithm, state=old, keep_post_local=keep_post_local
+            )
+            return reply, new, old
         except Exception as exc:  # noqa: BLE001 - any client failure is handled by policy
-            error = ClientError(client_id, round_, exc)
-            if self.on_client_error == "raise":
-                raise error from exc
-            warnings.warn(f"{error}; skipped in this round's aggregation.", stacklevel=2)
-            logger.warning("%s; skipped in this round's aggregation.", error)
+            self._client_failed(round_, client_id, exc)
             return None
 
+    def _client_failed(self, round_: int, client_id: int, exc: BaseException) -> None:
+        error = ClientError(client_id, round_, exc)
+        if self.on_client_error == "raise":
+            raise error from exc
+        warnings.warn(f"{error}; skipped in this round's aggregation.", stacklevel=3)
+        logger.warning("%s; skipped in this round's aggregation.", error)
+
     # ------------------------------------------------------------------ evaluation
+    def _post_local(self, client_id: int) -> dict[str, torch.Tensor] | None:
+        """Client ``client_id``'s post-local model, rebuilt by replaying its last local round
+        (``None`` when it has never trained)."""
+        if client_id not in self._replay:
+            return None
+        round_, before, algorithm = self._replay[client_id]
+        with torch.random.fork_rng(devices=[]):
+            _, state = self._local_work(
+                round_, client_id, algorithm, start=self._round_starts[round_], state=before,
+                keep_post_local=True,
+            )
+        return state.post_local
+
     def _load_client_model(self, client_id: int) -> None:
         """Load client ``client_id``'s specialization weights into the scratch model."""
         cached = self._finetuned_.get(client_id)
@@ -408,6 +556,10 @@ class Simulation:
             self.model_.load_state_dict(cached[1])
             return
         state = self.client_states_[client_id]
+        if self.algorithm.spec_model == "post_local" and state.post_local is None:
+            rebuilt = self._post_local(client_id)
+            if rebuilt is not None:
+                state = dataclasses.replace(state, post_local=rebuilt)
         weights = self.algorithm.spec_weights(self._full_global_weights(), state)
         self.model_.load_state_dict(weights)
         if type(self.algorithm).finetune_for_eval is Algorithm.finetune_for_eval:
@@ -417,12 +569,12 @@ class Simulation:
             return
         seed = derive_seed(self.seed, self.state_.round, client_id, EVAL_SEED_TAG)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            self._seed_global(seed)
             self.model_.to(self.device).train()
             ctx = self.algorithm.local_context(
                 self.model_,
                 self.algorithm.message_for(self.state_, client_id),
-                state.copy(),
+                working_copy(state),
                 data,
                 client_id=client_id,
                 num_classes=self.dataset.num_classes,
@@ -484,7 +636,17 @@ class Simulation:
             "extra": self.state_.extra,
             "client_states": {str(k): v.to_payload() for k, v in self.client_states_.items()},
             "round_records": self.history_.round_records,
-            "client_records": self.history_.client_records,
+            "client_records": list(self.history_.client_records),
+            "replay": {
+                "clients": {
+                    str(k): {"round": r, "state": before.to_payload()}
+                    for k, (r, before, _) in self._replay.items()
+                },
+                "rounds": {
+                    str(r): {"weights": g.weights, "round": g.round, "extra": g.extra}
+                    for r, g in self._round_starts.items()
+                },
+            },
         }
 
     def _restore(self) -> None:
@@ -527,15 +689,40 @@ class Simulation:
         self.state_ = GlobalState(
             weights=payload["weights"], round=payload["round"], extra=payload["extra"]
         )
-        self.client_states_ = {
-            int(k): ClientState.from_payload(v) for k, v in payload["client_states"].items()
-        }
+        for k, v in payload["client_states"].items():
+            self.client_states_[int(k)] = ClientState.from_payload(v)
         self._finetuned_ = {}
+        replay = payload.get("replay", {"clients": {}, "rounds": {}})
+        self._replay = {
+            int(k): (int(v["round"]), ClientState.from_payload(v["state"]), self.algorithm)
+            for k, v in replay["clients"].items()
+        }
+        self._round_starts = {
+            int(r): GlobalState(weights=g["weights"], round=int(g["round"]), extra=g["extra"])
+            for r, g in replay["rounds"].items()
+        }
         self.history_ = History(
             round_records=list(payload["round_records"]),
-            client_records=list(payload["client_records"]),
+            client_records=RecordTable(payload["client_records"]),
             config=self.describe(),
         )
+
+
+def check_finite(reply: ClientReply) -> None:
+    """Raise ``FloatingPointError`` when a reply's arrays or training loss are not finite (one
+    batched max-norm over the arrays; the offending keys are named)."""
+    floats = [v for v in reply.arrays.values() if v.is_floating_point()]
+    if floats and not bool(
+        torch.isfinite(torch.stack(torch._foreach_norm(floats, math.inf))).all()
+    ):
+        bad = [
+            k
+            for k, v in reply.arrays.items()
+            if v.is_floating_point() and not torch.isfinite(v).all()
+        ]
+        raise FloatingPointError(f"its update has non-finite values in {bad[:3]}")
+    if not math.isfinite(reply.metrics.get("train_loss", 0.0)):
+        raise FloatingPointError("its training loss is not finite")
 
 
 def _weighted_mean(values: list[float], weights: list[int]) -> float:

@@ -1,0 +1,177 @@
+"""Compact storage for what a simulation keeps per client: history rows in typed columns, and
+client states that can live on disk between the rounds in which the client trains."""
+
+from __future__ import annotations
+
+import re
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from numbers import Integral
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedlib.core.checkpoint import load_weights, save_weights
+from fedlib.core.protocol import ClientState
+
+__all__ = ["DiskClientStates", "RecordTable"]
+
+
+class _Column:
+    """One column: typed values (``array('q')`` for ints, ``array('d')`` for floats, a list
+    otherwise) and a presence flag per row."""
+
+    __slots__ = ("kind", "present", "values")
+
+    def __init__(self, rows: int):
+        self.kind = "empty"
+        self.values: Any = None
+        self.present = bytearray(rows)
+
+    def _become(self, kind: str) -> None:
+        n = len(self.present)
+        if self.kind == "empty" and kind == "int":
+            self.values = array("q", bytes(8 * n))
+        elif self.kind == "empty" and kind == "float":
+            self.values = array("d", bytes(8 * n))
+        elif self.kind == "empty":
+            self.values = [None] * n
+        else:  # mixed kinds: plain objects
+            self.values = [v if p else None for v, p in zip(self.values, self.present, strict=True)]
+        self.kind = kind
+
+    def append(self, value: Any) -> None:
+        kind = _kind(value)
+        if self.kind == "empty":
+            self._become(kind)
+        elif kind != self.kind and self.kind != "object":
+            self._become("object")
+        if self.kind == "int":
+            value = int(value)
+        elif self.kind == "float":
+            value = float(value)
+        self.values.append(value)
+        self.present.append(1)
+
+    def pad(self) -> None:
+        if self.kind != "empty":
+            self.values.append(None if self.kind == "object" else 0)
+        self.present.append(0)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "object"
+    if isinstance(value, Integral) and -(2**63) <= int(value) < 2**63:
+        return "int"
+    if isinstance(value, float | np.floating):
+        return "float"
+    return "object"
+
+
+class RecordTable:
+    """A list of dict rows stored as typed columns (8 bytes per number and 1 per presence flag,
+    instead of a Python dict per row): what :class:`~fedlib.core.History` keeps per
+    ``(round, client)``.
+
+    Iterating gives the rows back as dicts with the keys each row had (in the order the
+    columns first appeared), ints as ``int`` and floats as ``float``; so
+    ``pandas.DataFrame(list(table))`` equals the frame of the original dicts.
+    """
+
+    def __init__(self, rows: Iterable[Mapping[str, Any]] = ()):
+        self._columns: dict[str, _Column] = {}
+        self._len = 0
+        self.extend(rows)
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Add one row."""
+        for key, value in row.items():
+            column = self._columns.get(key)
+            if column is None:
+                column = self._columns[key] = _Column(self._len)
+            column.append(value)
+        self._len += 1
+        for column in self._columns.values():
+            if len(column.present) < self._len:
+                column.pad()
+
+    def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Add rows in order."""
+        for row in rows:
+            self.append(row)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError("RecordTable index out of range")
+        return {
+            key: column.values[index]
+            for key, column in self._columns.items()
+            if column.present[index]
+        }
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(self._len):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return f"RecordTable({self._len} rows, columns {list(self._columns)})"
+
+
+class DiskClientStates(MutableMapping):
+    """Client id to :class:`~fedlib.core.protocol.ClientState`, one file per client in
+    ``directory``: a client's state is in memory only while it trains (or is evaluated).
+
+    A client that never stored anything reads as an empty ``ClientState()``, without a file.
+    Files are written atomically and read weights-only (:mod:`fedlib.core.checkpoint`).
+    Existing ``client_<id>.pt`` files in ``directory`` are removed when the store is created,
+    so a new run never reads an old run's states.
+    """
+
+    _PATTERN = re.compile(r"client_(\d+)\.pt")
+
+    def __init__(self, directory: str | Path, client_ids: Iterable[int]):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for old in self.directory.iterdir():
+            if self._PATTERN.fullmatch(old.name):
+                old.unlink()
+        self._ids = [int(k) for k in client_ids]
+        self._known = set(self._ids)
+        self._stored: set[int] = set()
+
+    def _path(self, client_id: int) -> Path:
+        return self.directory / f"client_{client_id}.pt"
+
+    def __getitem__(self, client_id: int) -> ClientState:
+        if client_id not in self._known:
+            raise KeyError(client_id)
+        if client_id not in self._stored:
+            return ClientState()
+        return ClientState.from_payload(load_weights(self._path(client_id)))
+
+    def __setitem__(self, client_id: int, state: ClientState) -> None:
+        if client_id not in self._known:
+            raise KeyError(f"DiskClientStates: unknown client {client_id}.")
+        save_weights(self._path(client_id), state.to_payload())
+        self._stored.add(client_id)
+
+    def __delitem__(self, client_id: int) -> None:
+        if client_id in self._stored:
+            self._path(client_id).unlink()
+            self._stored.discard(client_id)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, client_id: object) -> bool:
+        return client_id in self._known
