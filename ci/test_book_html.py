@@ -19,7 +19,7 @@ every page, so a new chapter inherits them all:
   the "time to run" line sits under the title;
 * nothing is wider than the page (no horizontal scrolling of the page), no figure, table,
   image or code block wider than the content column, no code block that hides text behind a
-  scrollbar, and at 1280 px no table that needs scrolling either;
+  scrollbar, and at 1280 px no table that needs scrolling and no code line that wraps;
 * in figures: titles, subplot titles, axis titles, tick labels and legends do not overlap one
   another or plotly's toolbar and stay inside the figure; heatmap numbers do not overlap and
   are at least 8 px.
@@ -107,7 +107,19 @@ PAGE_PROBE = r"""
   const typeset = document.querySelectorAll('mjx-container').length;
 
   // anything wider than the column, code hiding text behind a scrollbar, tables that scroll
-  const wide = [], clippedCode = [], scrollingTables = [];
+  const wide = [], clippedCode = [], scrollingTables = [], wrappedCode = [];
+  // code cells whose lines wrap: rendered height above one line-height per source line
+  for (const pre of document.querySelectorAll('article div.cell_input pre')) {
+    if (!visible(pre)) continue;
+    const style = getComputedStyle(pre);
+    const lineHeight = parseFloat(style.lineHeight) || 1.2 * parseFloat(style.fontSize);
+    const inner = pre.clientHeight - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom);
+    const lines = pre.textContent.replace(/\n$/, '').split('\n');
+    if (inner > (lines.length + 0.5) * lineHeight) {
+      const longest = lines.reduce((a, b) => (b.length > a.length ? b : a), '');
+      wrappedCode.push(`${longest.length} characters: ${longest.trim().slice(0, 60)}`);
+    }
+  }
   const blocks = document.querySelectorAll(
     'article .js-plotly-plot, article table, article img, article pre, article .static-widget,' +
     ' article .cell_output, article mjx-container[display="true"]');
@@ -188,7 +200,7 @@ PAGE_PROBE = r"""
   const parameters = document.querySelector('.cell.tag_parameters .cell_input');
   const runTime = document.querySelector('.chapter-run-time');
   return {
-    rawMath, mathElements, typeset, wide, clippedCode, scrollingTables, figures,
+    rawMath, mathElements, typeset, wide, clippedCode, scrollingTables, wrappedCode, figures,
     pageWidth: document.documentElement.scrollWidth, viewport: window.innerWidth,
     plots: window.__bookPlots || {count: 0, drawn: 0, times: []},
     staticWidgets: document.querySelectorAll('.static-widget').length,
@@ -379,6 +391,9 @@ def test_nothing_wider_than_the_page(page, width, reports):
     if width >= WIDE:
         assert not probe["scrollingTables"], (
             f"{page} at {width} px, tables that need scrolling: {probe['scrollingTables']}")
+        assert not probe["wrappedCode"], (
+            f"{page} at {width} px, code cells with lines too long to show unwrapped (about 80 "
+            f"characters fit): {probe['wrappedCode']}")
 
 
 @pytest.mark.parametrize(("stem", "width"), CHAPTER_WIDTHS)
