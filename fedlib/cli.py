@@ -93,12 +93,27 @@ def _infer(text: str) -> Any:
     return text
 
 
-def method_options(name: str, *, npr: bool = False) -> dict[str, Any]:
+def method_registry(task: str = "classification") -> dict[str, Any]:
+    """The methods ``--method`` takes for a task: classification (:data:`fedlib.methods.METHODS`)
+    or segmentation (:data:`fedlib.segmentation.SEGMENTATION_METHODS`)."""
+    if task == "segmentation":
+        from fedlib.segmentation import SEGMENTATION_METHODS
+
+        return SEGMENTATION_METHODS
+    from fedlib.methods import METHODS
+
+    return METHODS
+
+
+def method_options(
+    name: str, *, npr: bool = False, task: str = "classification"
+) -> dict[str, Any]:
     """The options of a method with their defaults (with ``npr``, plus the ``npr_*`` options of
     the NPR plug-in)."""
-    from fedlib.methods import METHODS, with_npr
+    from fedlib.methods import with_npr
 
-    cls = with_npr(METHODS[name]) if npr else METHODS[name]
+    registry = method_registry(task)
+    cls = with_npr(registry[name]) if npr else registry[name]
     options = {f.name: _field_default(f) for f in dataclasses.fields(cls)}
     options.setdefault("npr", False)
     return options
@@ -112,7 +127,9 @@ def _field_default(f: dataclasses.Field) -> Any:
     return None
 
 
-def parse_settings(pairs: list[str], method: str) -> dict[str, Any]:
+def parse_settings(
+    pairs: list[str], method: str, task: str = "classification"
+) -> dict[str, Any]:
     """``["mu=0.1", "loss=bsm"]`` to typed keyword arguments, naming unknown options.
 
     ``npr=true`` adds the NPR plug-in and its ``npr_*`` options to any method.
@@ -125,7 +142,10 @@ def parse_settings(pairs: list[str], method: str) -> dict[str, Any]:
                 npr = parse_value(value, False)
             except ValueError as exc:
                 raise CLIError(f"option 'npr': {exc}.") from exc
-    options = method_options(method, npr=npr)
+    if npr and task == "segmentation":
+        raise CLIError("npr=true is a plug-in for classification methods; "
+                       f"{method!r} is run here as a segmentation method.")
+    options = method_options(method, npr=npr, task=task)
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
@@ -203,7 +223,9 @@ def _remove_empty_tree(path: Path) -> None:
 def _first_image_channels(data) -> int:
     for k in data.client_ids():
         if len(data.train[k]):
-            return int(data.train[k][0][0].shape[0])
+            item = data.train[k][0]
+            image = item["image"] if isinstance(item, dict) else item[0]
+            return int(image.shape[0])
     raise CLIError(f"dataset {data.name!r}: every client's training split is empty.")
 
 
@@ -256,13 +278,30 @@ def _run_settings(args: argparse.Namespace, method) -> dict[str, Any]:
             "local_test": args.local_test,
             "options": _parse_kv(args.data_option or []),
         },
-        "model": {"name": "SmallCNN", "width": args.width},
+        "model": {"name": _model_name(args), "width": _width(args)},
         "simulation": {
             "num_rounds": args.rounds,
             "fraction": args.fraction,
             "eval_every": args.eval_every,
         },
     }
+
+
+def _task(args: argparse.Namespace) -> str:
+    from fedlib.data.registry import task_of
+
+    return task_of(args.dataset)
+
+
+def _model_name(args: argparse.Namespace) -> str:
+    return "UNet" if _task(args) == "segmentation" else "SmallCNN"
+
+
+def _width(args: argparse.Namespace) -> int:
+    """``--width``, or the task's default: 8 for SmallCNN, 16 for the U-Net."""
+    if args.width is not None:
+        return args.width
+    return 16 if _task(args) == "segmentation" else 8
 
 
 def _seed_state(folder: Path) -> str:
@@ -324,14 +363,24 @@ def _simulation_kwargs(args: argparse.Namespace, seed_dir: Path) -> dict[str, An
     return {"checkpoint_dir": str(seed_dir)}
 
 
+def _build_method(name: str, settings: dict[str, Any], task: str):
+    if task == "segmentation":
+        from fedlib.segmentation import get_segmentation_method
+
+        return get_segmentation_method(name, **settings)
+    from fedlib.methods import get_method
+
+    return get_method(name, **settings)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from fedlib.methods import METHODS, get_method
-
-    if args.method not in METHODS:
-        raise CLIError(f"unknown method {args.method!r}; valid methods: "
-                       f"{', '.join(sorted(METHODS))}.")
+    task = _task(args)
+    methods = method_registry(task)
+    if args.method not in methods:
+        raise CLIError(f"unknown method {args.method!r} for the {task} dataset "
+                       f"{args.dataset!r}; valid methods: {', '.join(sorted(methods))}.")
     if args.threads < 1:
         raise CLIError(f"--threads must be an int >= 1, got {args.threads}.")
     if args.checkpoint_every < 0:
@@ -342,7 +391,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = _check_device(args.device)
     out = Path(args.out)
     _check_out(out)
-    method = get_method(args.method, **parse_settings(args.set or [], args.method))
+    method = _build_method(args.method, parse_settings(args.set or [], args.method, task), task)
     settings = _run_settings(args, method)
     fingerprint = sha256_of(settings)
     torch.set_num_threads(args.threads)
@@ -392,12 +441,22 @@ def _run_seed(args, method, settings, fingerprint, seed, out, device) -> None:
     empty_train = data.empty_clients("train")
     if len(empty_train) == data.num_clients:
         raise CLIError(f"dataset {data.name!r}: every client's training split is empty.")
-    model_kwargs = {"in_channels": _first_image_channels(data), "num_classes": data.num_classes,
-                    "width": args.width}
+    segmentation = _task(args) == "segmentation"
+    if segmentation:
+        from fedlib.models import UNet as model_class
+        from fedlib.segmentation import SegmentationSimulation as simulation_class
+        from fedlib.segmentation import evaluate_segmentation_run as evaluate_seed
+
+        model_kwargs = {"in_channels": _first_image_channels(data), "num_classes": 1,
+                        "width": _width(args)}
+    else:
+        model_class, simulation_class, evaluate_seed = SmallCNN, Simulation, evaluate_run
+        model_kwargs = {"in_channels": _first_image_channels(data),
+                        "num_classes": data.num_classes, "width": _width(args)}
     sim_kwargs = _simulation_kwargs(args, seed_dir)
-    sim = Simulation(
+    sim = simulation_class(
         method,
-        lambda: SmallCNN(**model_kwargs),
+        lambda: model_class(**model_kwargs),
         data,
         num_rounds=args.rounds,
         fraction=args.fraction,
@@ -414,7 +473,8 @@ def _run_seed(args, method, settings, fingerprint, seed, out, device) -> None:
         "seed": seed,
         "method": settings["method"],
         "dataset": {**spec, "root": args.root},
-        "model": {"name": "SmallCNN", "kwargs": model_kwargs},
+        "task": _task(args),
+        "model": {"name": _model_name(args), "kwargs": model_kwargs},
         "simulation": settings["simulation"],
         "settings": settings,
         "settings_fingerprint": fingerprint,
@@ -454,7 +514,7 @@ def _run_seed(args, method, settings, fingerprint, seed, out, device) -> None:
         "settings_fingerprint": fingerprint,
         "fingerprint": config["fingerprint"],
         "reported_at": "last round",
-        **evaluate_run(sim),
+        **evaluate_seed(sim),
     }
     if getattr(method, "head_choices", None):  # two-head methods (FCA): all four pairings
         from fedlib.evaluation import head_grid
@@ -463,7 +523,8 @@ def _run_seed(args, method, settings, fingerprint, seed, out, device) -> None:
     write_json(seed_dir / "timing.json", {"seconds": seconds, "resumed": resume})
     write_json(seed_dir / "summary.json", summary)
     shown = ", ".join(f"{name.replace('_balanced_accuracy', ' BAcc')} {summary[name]:.3f}"
-                      for name in ("gen_balanced_accuracy", "spec_balanced_accuracy")
+                      for name in ("gen_balanced_accuracy", "spec_balanced_accuracy",
+                                   "gen_dice", "spec_dice")
                       if isinstance(summary.get(name), float))
     print(f"seed {seed}: {shown} ({seconds:.1f} s) -> {seed_dir}")
 
@@ -484,7 +545,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         table = collect(grid, args.out)
         table.to_csv(Path(args.out) / "results.csv", index=False)
     else:
-        table = run_grid(grid, args.out)
+        table = run_grid(grid, args.out, run=main)
     if table.empty:
         raise CLIError(f"no finished cell under {args.out}.")
     for name, frame in paper_tables(table).items():
@@ -607,7 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
     run.add_argument("--fraction", type=float, default=1.0, help="clients sampled per round")
     run.add_argument("--eval-every", type=int, default=1, help="evaluate every N rounds")
-    run.add_argument("--width", type=int, default=8, help="SmallCNN width")
+    run.add_argument("--width", type=int, default=None,
+                     help="model width (default 8 for SmallCNN, 16 for the segmentation U-Net)")
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps "
                      "(default: cuda if present)")
     run.add_argument("--threads", type=int, default=1, help="CPU threads for torch")

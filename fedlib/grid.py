@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,16 +161,19 @@ def _cli_value(value: Any) -> str:
 
 
 def run_grid(
-    source: str | Path | Mapping[str, Any] | Grid, out: str | Path, *, log=print
+    source: str | Path | Mapping[str, Any] | Grid,
+    out: str | Path,
+    *,
+    run: Callable[[list[str]], int],
+    log: Callable[[str], Any] = print,
 ) -> pd.DataFrame:
     """Run every unfinished cell of a grid, then write and return the results table.
 
-    A cell whose seed has a ``summary.json`` is skipped; one that was interrupted resumes from
-    its last checkpoint (``fedlib run --resume``); the run folders refuse settings that differ
-    from the ones they were started with.
+    ``run`` executes one command line of the ``fedlib`` CLI: pass :func:`fedlib.cli.main`
+    (``python -m fedlib grid`` does). A cell whose seed has a ``summary.json`` is skipped; one
+    that was interrupted resumes from its last checkpoint (``fedlib run --resume``); the run
+    folders refuse settings that differ from the ones they were started with.
     """
-    from fedlib.cli import main
-
     grid = source if isinstance(source, Grid) else load_grid(source)
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -182,7 +185,7 @@ def run_grid(
             continue
         log(f"[{i}/{len(cells)}] {dataset} / {method} / seed {seed}")
         argv = _run_argv(grid, out, dataset, method, seed)
-        main(argv + (["--resume"] if folder.exists() else []))
+        run(argv + (["--resume"] if folder.exists() else []))
     for dataset, method in grid.quantize.get("runs", []):
         for label, spec in grid.quantize.get("methods", {}).items():
             for seed in grid.seeds:
@@ -202,7 +205,7 @@ def run_grid(
                         "--out", str(target)]
                 for key, value in spec.items():
                     argv += [f"--{key.replace('_', '-')}", _cli_value(value)]
-                main(argv)
+                run(argv)
     table = collect(grid, out)
     table.to_csv(out / "results.csv", index=False)
     return table

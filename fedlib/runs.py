@@ -21,6 +21,7 @@ Layout of ``--out RUN_DIR``::
   "local_test", "options", "root"}``; ``fedlib.data.load_dataset(name, seed=seed, root=root,
   partition=..., ..., **options)`` rebuilds the data (``name`` may be a registry name,
   ``medmnist:<name>`` or a ``.npz`` path);
+- ``task``: "classification" or "segmentation" (the method registry and metrics it uses);
 - ``model``: ``{"name", "kwargs"}``, a class of :mod:`fedlib.models` built as
   ``name(**kwargs)`` and wrapped by the method's ``prepare_model``; ``model.pt`` is that
   wrapped model's state dict;
@@ -65,7 +66,8 @@ __all__ = [
 ]
 
 RUN_FORMAT = 1
-SUMMARY_METRICS = ("gen_balanced_accuracy", "gen_bauc", "gen_accuracy", "spec_balanced_accuracy")
+SUMMARY_METRICS = ("gen_balanced_accuracy", "gen_bauc", "gen_accuracy", "spec_balanced_accuracy",
+                   "gen_dice", "spec_dice")
 """The metrics ``report`` shows by default (those present in the summaries)."""
 
 
@@ -158,6 +160,10 @@ def build_method(config: Mapping[str, Any]):
     from fedlib.methods import METHODS, get_method
 
     name = config["method"]["name"]
+    if config.get("task") == "segmentation":
+        from fedlib.segmentation import SEGMENTATION_METHODS, get_segmentation_method
+
+        METHODS, get_method = SEGMENTATION_METHODS, get_segmentation_method  # noqa: N806
     if name not in METHODS:
         raise RunError(f"unknown method {name!r} in the run's config.json.")
     params = dict(config["method"]["params"])

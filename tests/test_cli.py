@@ -93,7 +93,8 @@ def test_run_with_proportional_local_test_sets(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--method", "fedfoo"], "unknown method 'fedfoo'; valid methods: .*fedavg"),
+        (["--method", "fedfoo"], "unknown method 'fedfoo' for the classification dataset "
+         "'synthderm'; valid methods: .*fedavg"),
         (["--method", "fedprox", "--set", "alpha=1"],
          "method 'fedprox' has no option 'alpha'; valid options: .*mu"),
         (["--method", "fedprox", "--set", "mu=-1"], "'mu' must be a float >= 0, got -1.0"),

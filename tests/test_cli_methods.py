@@ -42,3 +42,42 @@ def test_methods_lists_the_plug_in_options(capsys):
     text = capsys.readouterr().out
     assert "--set npr=true" in text and "npr_lambda = 0.05" in text
     assert "fca:" in text and "fca_lambda_per = 3.0" in text
+
+
+SEG = ["--data-option", "scale=0.05", "--data-option", "image_size=32", "--rounds", "1",
+       "--seeds", "0", "--no-progress", "--width", "4"]
+
+
+def test_segmentation_runs_report_dice_per_client(tmp_path):
+    out = tmp_path / "fedmix"
+    assert main(["run", "--method", "fedmix", "--dataset", "synthbus_seg", "--out", str(out),
+                 *SEG]) == 0
+    summary = json.loads((out / "seed0" / "summary.json").read_text())
+    assert set(summary["gen_dice_per_client"]) == {"BUSI", "BUSIS", "UDIAT"}
+    values = list(summary["gen_dice_per_client"].values())
+    assert summary["gen_dice"] == pytest.approx(sum(values) / 3)
+    config = json.loads((out / "seed0" / "config.json").read_text())
+    assert config["task"] == "segmentation" and config["model"]["name"] == "UNet"
+    local = tmp_path / "local"
+    assert main(["run", "--method", "local", "--dataset", "synthderm_seg", "--data-option",
+                 "supervision=full", "--out", str(local), *SEG]) == 0
+    summary = json.loads((local / "seed0" / "summary.json").read_text())
+    assert len(summary["spec_dice_per_client"]) == 4 and 0 <= summary["spec_dice"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--method", "fedprox", "--dataset", "synthbus_seg"],
+         "unknown method 'fedprox' for the segmentation dataset 'synthbus_seg'; valid "
+         "methods: fedavg, fedmix, fedst, local"),
+        (["--method", "fedmix", "--dataset", "synthbus_seg", "--set", "npr=true"],
+         "npr=true is a plug-in for classification methods"),
+        (["--method", "fedmix", "--dataset", "synthbus_seg", "--partition", "dirichlet"],
+         "'synthbus_seg' is a segmentation federation with fixed clients"),
+    ],
+)
+def test_segmentation_runs_refuse_what_does_not_apply(tmp_path, argv, match):
+    with pytest.raises(SystemExit, match=match):
+        main(["run", *argv, "--out", str(tmp_path / "x"), *SEG])
+    assert not (tmp_path / "x").exists()

@@ -12,6 +12,7 @@ import time
 import pandas as pd
 import pytest
 
+from fedlib.cli import main
 from fedlib.grid import GridError, collect, load_grid, paper_tables, run_dir, run_grid
 
 GRID = {
@@ -42,7 +43,7 @@ def test_grid_files_are_validated(change, match):
 
 
 def test_a_grid_writes_one_tidy_table_and_its_paper_tables(tmp_path):
-    table = run_grid(GRID, tmp_path / "g", log=lambda *_: None)
+    table = run_grid(GRID, tmp_path / "g", run=main, log=lambda *_: None)
     assert set(table["kind"]) == {"run"}
     assert set(table["seed"]) == {0, 1} and set(table["method"]) == {"FedAvg", "FedAvg+NPR"}
     written = pd.read_csv(tmp_path / "g" / "results.csv", keep_default_na=False)
@@ -63,7 +64,7 @@ def test_a_grid_writes_one_tidy_table_and_its_paper_tables(tmp_path):
 
 
 def test_a_killed_grid_resumes_to_the_same_table_without_repeating_cells(tmp_path):
-    whole = run_grid(GRID, tmp_path / "whole", log=lambda *_: None)
+    whole = run_grid(GRID, tmp_path / "whole", run=main, log=lambda *_: None)
     grid_file = tmp_path / "grid.json"
     grid_file.write_text(json.dumps(GRID))
     out = tmp_path / "killed"
@@ -87,7 +88,7 @@ def test_a_killed_grid_resumes_to_the_same_table_without_repeating_cells(tmp_pat
     done_before = len(list(out.glob("runs/*/seed*/summary.json")))
     assert 1 <= done_before < 4
     lines: list[str] = []
-    resumed = run_grid(GRID, out, log=lines.append)
+    resumed = run_grid(GRID, out, run=main, log=lines.append)
     assert sum("skipped" in line for line in lines) == done_before
     assert first.stat().st_mtime_ns == stamp
     pd.testing.assert_frame_equal(resumed, whole)

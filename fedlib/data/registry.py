@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,15 +25,21 @@ from fedlib.data.base import FederatedDataset, concat_datasets, dataset_labels, 
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A named dataset builder (``"module:function"``, imported on use)."""
+    """A named dataset builder (``"module:function"``, imported on use).
+
+    ``task`` is what the dataset is for ("classification" or "segmentation": the CLI picks the
+    methods, model and metrics from it); ``fixed`` are builder arguments the name implies.
+    """
 
     builder: str
     summary: str
     synthetic: bool = True
+    task: str = "classification"
+    fixed: Mapping[str, Any] = field(default_factory=dict)
 
     def load(self, **options: Any) -> FederatedDataset:
         module, function = self.builder.split(":")
-        return getattr(importlib.import_module(module), function)(**options)
+        return getattr(importlib.import_module(module), function)(**self.fixed, **options)
 
 
 DATASETS: dict[str, DatasetEntry] = {
@@ -48,6 +55,20 @@ DATASETS: dict[str, DatasetEntry] = {
     "synthbus": DatasetEntry(
         "fedlib.data.synthbus:synthbus",
         "breast-ultrasound-like images, benign/malignant, 3 sites (embedded)",
+    ),
+    "synthbus_seg": DatasetEntry(
+        "fedlib.data.segmentation:segmentation_view",
+        "segmentation: SynthBUS lesion masks at 3 sites with mixed supervision (FedMix: pixel, "
+        "box, image labels; --data-option supervision=fedmix|full|pixel_only) (embedded)",
+        task="segmentation",
+        fixed={"dataset_name": "synthbus"},
+    ),
+    "synthderm_seg": DatasetEntry(
+        "fedlib.data.segmentation:segmentation_view",
+        "segmentation: SynthDerm lesion masks at the 4 HAM10000 sources with mixed supervision "
+        "(--data-option supervision=...) (embedded)",
+        task="segmentation",
+        fixed={"dataset_name": "synthderm"},
     ),
     "isic2019": DatasetEntry(
         "fedlib.data.real.isic2019:load_isic2019",
@@ -171,6 +192,14 @@ def load_dataset(
             natural = entry.load(**options)
         except TypeError as exc:
             raise TypeError(f"load_dataset: dataset {name!r} rejected its options: {exc}") from exc
+    if entry is not None and entry.task == "segmentation" and (
+        partition != "sites" or local_test != "split"
+    ):
+        raise ValueError(
+            f"load_dataset: {name!r} is a segmentation federation with fixed clients and "
+            f"supervision levels; use partition='sites' and local_test='split', got "
+            f"partition={partition!r}, local_test={local_test!r}."
+        )
     if partition == "sites":
         if num_clients is not None and num_clients != natural.num_clients:
             raise ValueError(
@@ -198,6 +227,12 @@ def load_dataset(
         test_frac,
         local_test,
     )
+
+
+def task_of(name: str) -> str:
+    """ "classification" or "segmentation": what dataset ``name`` is for (``.npz`` files and
+    ``medmnist:<name>`` are classification)."""
+    return DATASETS[name].task if name in DATASETS else "classification"
 
 
 def dataset_names() -> list[str]:
