@@ -93,6 +93,23 @@ DATASETS: dict[str, DatasetEntry] = {
         "federate it (real; data_scripts/busi.py)",
         synthetic=False,
     ),
+    "ham10000_seg": DatasetEntry(
+        "fedlib.data.real.segmentation:real_segmentation_view",
+        "segmentation: HAM10000 lesion masks, its 4 sources in FedMix's order with mixed "
+        "supervision (--data-option supervision=fedmix|full|pixel_only) (real; "
+        "data_scripts/ham10000.py)",
+        synthetic=False,
+        task="segmentation",
+        fixed={"name": "ham10000"},
+    ),
+    "busi_seg": DatasetEntry(
+        "fedlib.data.real.segmentation:real_segmentation_view",
+        "segmentation: BUSI lesion masks, one site split into busi_clients=3 clients by class, "
+        "mixed supervision (--data-option supervision=...) (real; data_scripts/busi.py)",
+        synthetic=False,
+        task="segmentation",
+        fixed={"name": "busi"},
+    ),
     "medmnist": DatasetEntry(
         "fedlib.data.real.medmnist:medmnist_dataset",
         "MedMNIST 2-D datasets as medmnist:<name>, e.g. medmnist:dermamnist; one client: use "

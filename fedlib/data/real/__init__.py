@@ -29,6 +29,7 @@ from fedlib.data.real.preprocess import (
     window_ct,
 )
 from fedlib.data.real.rsna_ich import ICH_SUBTYPES, ich_single_label, load_rsna_ich, read_ich_labels
+from fedlib.data.real.segmentation import real_segmentation_view
 from fedlib.data.real.splits import (
     ClientSplit,
     UnsafePickleError,
@@ -72,6 +73,7 @@ __all__ = [
     "read_dicom_windowed",
     "read_ich_labels",
     "read_image",
+    "real_segmentation_view",
     "resize_shorter_side",
     "shades_of_grey",
     "window_ct",
