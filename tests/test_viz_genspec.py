@@ -93,6 +93,23 @@ def test_range_stays_in_the_unit_square_for_scores():
     assert tuple(genspec_figure(runs).layout.xaxis.range) == (0.0, 1.0)
 
 
+def test_range_is_cut_at_zero_when_a_bar_crosses_it():
+    runs = pd.DataFrame({"method": ["A", "A"], "gen": [0.0, 0.3], "spec": [0.5, 0.6]})
+    low, high = genspec_figure(runs).layout.xaxis.range
+    assert low == 0.0  # mean 0.15 - std 0.212 < 0: the bar is cut, the range is not negative
+    assert high == pytest.approx(round(0.55 + math.sqrt(0.005) + 0.03, 3))
+
+
+def test_many_clients_are_named_on_hover_only():
+    clients = pd.DataFrame({"method": "A", "client": [f"c{i}" for i in range(7)],
+                            "gen": 0.3, "spec": 0.4})
+    fig = genspec_figure(runs_table(), clients)
+    assert fig.data[2].mode == "markers" and fig.data[2].text is None
+    assert "c6" in fig.data[2].hovertext[6]
+    few = genspec_figure(runs_table(), clients_table())
+    assert few.data[2].mode == "markers+text"
+
+
 def test_figure_follows_the_page_width():
     for fig in (genspec_figure(runs_table(), clients_table()), two_head_figure()):
         assert fig.layout.autosize is True

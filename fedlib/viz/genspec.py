@@ -37,6 +37,9 @@ SPEC_TITLE = "specialization: own models, own test splits (BAcc, client mean)"
 CLIENT_X_TITLE = "client's own model, pooled test set (BAcc)"
 CLIENT_Y_TITLE = "client's own model, its own test split (BAcc)"
 PALETTE = tuple(qualitative.D3)
+MAX_LABELLED_CLIENTS = 6
+"""A per-client view writes the clients' names next to their points up to this many clients;
+beyond, the names would overlap and are shown on hover only."""
 _PAD = 0.03
 
 
@@ -134,7 +137,8 @@ def genspec_figure(
         e.g. a client's own model on the pooled test set and on its own test split
         (:func:`fedlib.evaluation.specialization_table`). Every method listed here gets a view
         in the dropdown: one point per client (mean over its rows) and the mean over the
-        clients. Its methods must appear in ``runs``.
+        clients. Its methods must appear in ``runs``. Up to ``MAX_LABELLED_CLIENTS`` clients
+        are named next to their points; every point names its client on hover.
     x, y, method, client : str
         Column names.
     title : str, optional
@@ -200,9 +204,11 @@ def genspec_figure(
         )
         views.append("all")
     for name, table in per_client.items():
+        labelled = len(table) <= MAX_LABELLED_CLIENTS
         fig.add_scatter(
-            x=table["x_mean"].tolist(), y=table["y_mean"].tolist(), mode="markers+text",
-            name=f"{name}: clients", text=[str(c) for c in table.index],
+            x=table["x_mean"].tolist(), y=table["y_mean"].tolist(),
+            mode="markers+text" if labelled else "markers",
+            name=f"{name}: clients", text=[str(c) for c in table.index] if labelled else None,
             textposition="top center", textfont={"size": 10},
             marker={"size": 10, "color": palette[name], "symbol": "circle-open",
                     "line": {"width": 2}},
@@ -255,19 +261,19 @@ def genspec_figure(
 
 
 def _shared_range(summary: pd.DataFrame, tables) -> tuple[float, float]:
-    """One range for both axes: every point with its error bar, padded, inside [0, 1] when the
-    values are."""
-    parts = [summary, *tables]
-    lows, highs = [], []
-    for table in parts:
+    """One range for both axes: every point with its error bar, padded; cut to [0, 1] when
+    every mean lies in it (scores: an error bar past 0 or 1 is cut at the edge)."""
+    lows, highs, means = [], [], []
+    for table in (summary, *tables):
         for axis in ("x", "y"):
             mean = table[f"{axis}_mean"].to_numpy(dtype=np.float64)
             std = np.nan_to_num(table[f"{axis}_std"].to_numpy(dtype=np.float64))
             lows.append((mean - std).min())
             highs.append((mean + std).max())
+            means.append(mean)
     low, high = float(min(lows)) - _PAD, float(max(highs)) + _PAD
-    values_in_unit = min(lows) >= 0 and max(highs) <= 1
-    if values_in_unit:
+    every = np.concatenate(means)
+    if every.min() >= 0 and every.max() <= 1:
         low, high = max(low, 0.0), min(high, 1.0)
     return round(low, 3), round(high, 3)
 
