@@ -183,6 +183,12 @@
           orientation: "h", x: 0, xanchor: "left", xref: "container",
           y: (bottom + 4) / (layout.height || 450), yanchor: "bottom", yref: "container",
         });
+        var legendTitle = titleOf(layout.legend.title);
+        if (legendTitle && legendTitle.text) {  // above the items, not beside them
+          legendTitle.side = "top";
+          layout.legend.title = legendTitle;
+          legendHeight += lineCount(legendTitle.text) * (legendFont + 6);
+        }
         bottom += legendHeight;
         margin.r = Math.min(margin.r, 10);
       }
