@@ -96,22 +96,29 @@ def bare_round(
     return new
 
 
-def _rounds(kind: str, dataset, model_fn, method, rounds: int, seed: int) -> list[float]:
-    """CPU seconds of each of ``rounds`` rounds (after one warm-up round)."""
-    if kind == "bare":
-        model = build_model(model_fn, seed)
-        state = {k: v.clone() for k, v in model.state_dict().items()}
-        state = bare_round(model, dataset, state, method, seed=0)  # warm-up
-        times = []
-        for r in range(rounds):
-            tic = time.process_time()
-            state = bare_round(model, dataset, state, method, seed=1000 * (r + 1))
-            times.append(time.process_time() - tic)
-        return times
-    sim = _Timed(method, model_fn, dataset, num_rounds=rounds + 1, eval_every=None,
-                 progress=False, seed=seed, vectorize=kind == "vectorized")
-    sim.run()
-    return [r["cpu_seconds"] for r in sim.history_.round_records[1:]]
+class _Runner:
+    """One kind of round ("bare", "sequential", "vectorized") that can be played one at a
+    time, so that the kinds alternate round by round."""
+
+    def __init__(self, kind: str, dataset, model_fn, method, seed: int):
+        self.kind, self.dataset, self.method = kind, dataset, method
+        if kind == "bare":
+            self.model = build_model(model_fn, seed)
+            self.state = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.round = 0
+        else:
+            self.sim = _Timed(method, model_fn, dataset, num_rounds=10**6, eval_every=None,
+                              progress=False, seed=seed, vectorize=kind == "vectorized")
+
+    def play(self) -> float:
+        """CPU seconds of the next round."""
+        if self.kind != "bare":
+            return self.sim._play_round(self.sim.state_.round)["cpu_seconds"]
+        tic = time.process_time()
+        self.state = bare_round(self.model, self.dataset, self.state, self.method,
+                                seed=1000 * self.round)
+        self.round += 1
+        return time.process_time() - tic
 
 
 def compare(
@@ -124,15 +131,19 @@ def compare(
     repeats: int = 2,
 ) -> dict[str, float]:
     """Median CPU seconds per round of each kind ("bare", "sequential", "vectorized"), the
-    kinds alternating within each repeat; also ``<kind>_ratio``, its median over the bare
-    loop's."""
+    kinds alternating round by round (after one warm-up round each), ``repeats`` runs of
+    ``rounds`` rounds; also ``<kind>_ratio``, its median over the bare loop's."""
     torch.set_num_threads(1)
     method = method or FedAvg(lr=0.05)
     times: dict[str, list[float]] = {k: [] for k in kinds}
     for rep in range(repeats):
-        order = kinds if rep % 2 == 0 else kinds[::-1]
-        for kind in order:
-            times[kind] += _rounds(kind, dataset, model_fn, method, rounds, seed=rep)
+        runners = {kind: _Runner(kind, dataset, model_fn, method, seed=rep) for kind in kinds}
+        for runner in runners.values():
+            runner.play()  # warm-up
+        for r in range(rounds):
+            order = kinds if (rep + r) % 2 == 0 else kinds[::-1]
+            for kind in order:
+                times[kind].append(runners[kind].play())
     out = {kind: statistics.median(t) for kind, t in times.items()}
     if "bare" in out:
         for kind in kinds:

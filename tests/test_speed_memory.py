@@ -56,6 +56,21 @@ def test_streaming_average_by_hand_and_bit_identical_to_weighted_average():
     assert same(stream.result(), weighted_average(arrays, sizes))
 
 
+def test_stacked_clients_are_added_at_once_within_float64_rounding():
+    g = torch.Generator().manual_seed(1)
+    arrays = [{"w": torch.randn(4, generator=g)} for _ in range(5)]
+    sizes = [2, 7, 1, 9, 4]
+    stream = StreamingAverage(dict(enumerate(sizes)))
+    stream.add(0, arrays[0])
+    stream.add_stacked([1, 2, 3], {"w": torch.stack([a["w"] for a in arrays[1:4]])})
+    stream.add(4, arrays[4])
+    assert stream.added == [0, 1, 2, 3, 4]
+    torch.testing.assert_close(stream.result()["w"], weighted_average(arrays, sizes)["w"],
+                               rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="client 4 was already added"):
+        stream.add_stacked([4], {"w": arrays[4]["w"][None]})
+
+
 def test_streaming_average_rescales_when_an_announced_client_is_missing():
     """Clients 0 and 2 of (n = 1, 2, 3) arrive: (1*1 + 3*5) / 4 = 4, up to float64 rounding."""
     stream = StreamingAverage({0: 1, 1: 2, 2: 3})
@@ -349,3 +364,13 @@ def test_aggregate_accepts_streamed_replies():
     new = FedAvg().aggregate(state, replies)
     assert torch.equal(new.weights["w"], torch.tensor([3.0]))
     assert torch.equal(new.weights["other"], torch.ones(1))
+
+
+def test_the_seeds_of_a_round_are_derived_together_exactly():
+    from fedlib.core.simulation import derive_seeds
+
+    clients = [0, 1, 2, 77, 4095, 2**32 - 1]
+    for prefix in [(0, 0), (3, 12), (2**31, 7), (5,), (1, 2, 3)]:
+        assert derive_seeds(prefix, clients) == [derive_seed(*prefix, c) for c in clients]
+    assert derive_seeds((2**40, 1), [3]) == [derive_seed(2**40, 1, 3)]  # one-by-one path
+    assert derive_seeds((0, 1), []) == []

@@ -81,6 +81,24 @@ def test_clients_of_different_sizes_are_masked():
     assert int(b.client_states_[2].personal["body.1.num_batches_tracked"]) == 3 * 6
 
 
+def test_a_failing_client_is_skipped_from_the_chunk():
+    class Poisoned(FedAvg):
+        """Client 1's data holds a NaN image: its update is not finite."""
+
+    data = blobs(num_clients=4)
+    data.train[1].images[0, 0, 0, 0] = float("nan")
+    runs = []
+    for vectorize in (False, True):
+        sim = Simulation(Poisoned(lr=0.1, batch_size=8), tiny_cnn, data, num_rounds=2,
+                         progress=False, vectorize=vectorize, on_client_error="skip")
+        with pytest.warns(UserWarning, match="client 1 failed in round"):
+            sim.run()
+        runs.append(sim)
+    assert list(runs[1].history_.rounds["num_clients"]) == [3, 3]
+    for key, value in runs[0].state_.weights.items():
+        torch.testing.assert_close(runs[1].state_.weights[key], value, **TOLERANCE)
+
+
 def test_group_norm_models_are_folded():
     a, b = pair(FedAvg(lr=0.1, batch_size=8), model_fn=lambda: SmallCNN(3, 3, width=4,
                                                                           norm="group"))

@@ -56,15 +56,24 @@ class _Accumulator:
         self.sums: dict[str, torch.Tensor] | None = None
         self.dtypes: dict[str, torch.dtype] = {}
 
-    def add(self, arrays: Mapping[str, torch.Tensor], weight: float) -> None:
+    def _start(self, arrays: Mapping[str, torch.Tensor], stacked: bool) -> None:
         if self.sums is None:
             self.sums = {
-                k: torch.zeros(v.shape, dtype=torch.float64, device=v.device)
+                k: torch.zeros(v.shape[int(stacked):], dtype=torch.float64, device=v.device)
                 for k, v in arrays.items()
             }
             self.dtypes = {k: v.dtype for k, v in arrays.items()}
+
+    def add(self, arrays: Mapping[str, torch.Tensor], weight: float) -> None:
+        self._start(arrays, stacked=False)
         for key, acc in self.sums.items():
             acc += weight * arrays[key].to(torch.float64)
+
+    def add_stacked(self, arrays: Mapping[str, torch.Tensor], weights: torch.Tensor) -> None:
+        """``acc += sum_i weights[i] * arrays[key][i]`` (one product per key)."""
+        self._start(arrays, stacked=True)
+        for key, acc in self.sums.items():
+            acc += torch.tensordot(weights, arrays[key].to(torch.float64), dims=1)
 
     def result(self, scale: float | None = None) -> dict[str, torch.Tensor]:
         if self.sums is None:
@@ -122,6 +131,31 @@ class StreamingAverage:
             )
         self._acc.add(arrays, self._weights[client_id])
         self._added.append(client_id)
+
+    def add_stacked(self, client_ids: list[int], arrays: Mapping[str, torch.Tensor]) -> None:
+        """Add several clients at once, ``arrays[key][i]`` being client ``client_ids[i]``'s
+        (the clients trained together by the vectorized path). The sum is the same up to
+        float64 rounding, not bit for bit, as adding them one by one."""
+        for client_id in client_ids:
+            if client_id not in self._weights:
+                raise KeyError(f"StreamingAverage: client {client_id} was not announced.")
+            if client_id in self._added:
+                raise ValueError(f"StreamingAverage: client {client_id} was already added.")
+        keys = list(arrays.keys())
+        if self._keys is None:
+            self._keys = keys
+        elif keys != self._keys:
+            raise ValueError(
+                f"StreamingAverage: clients {client_ids} sent keys that differ from client "
+                f"{self._added[0]}'s."
+            )
+        first = next(iter(arrays.values()), None)
+        device = first.device if first is not None else None
+        weights = torch.tensor(
+            [self._weights[k] for k in client_ids], dtype=torch.float64, device=device
+        )
+        self._acc.add_stacked(arrays, weights)
+        self._added.extend(client_ids)
 
     def result(self) -> dict[str, torch.Tensor]:
         """The weighted mean of the clients added (in the first client's dtypes)."""

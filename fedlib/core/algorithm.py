@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -421,9 +422,13 @@ class Algorithm(Validated):
         ``before_local_training``."""
         guard = _StateGuard(state)
         state = working_copy(state)
-        move_to(model, setting["device"])
-        self.load_client_model(model, message, state, initial_weights)
-        model.train()
+        targets = move_to(model, setting["device"])
+        if type(self).load_client_model is Algorithm.load_client_model:
+            self._load_client_weights(model, message, state, initial_weights, targets)
+        else:
+            self.load_client_model(model, message, state, initial_weights)
+        if not all(m.training for m in model.modules()):
+            model.train()
         return self.local_context(model, message, state, data, **setting), guard
 
     def _finish_local_work(
@@ -441,24 +446,25 @@ class Algorithm(Validated):
         ``model``: everything after ``after_local_training``."""
         state = ctx.state
         sent = ctx.message.arrays
-        model_state = model.state_dict()
-        state.personal = {
-            k: v.detach().cpu().clone() for k, v in model_state.items() if k not in sent
-        }
         if keep_post_local is None:
             keep_post_local = self.spec_model == "post_local"
-        state.post_local = (
-            {k: v.detach().cpu().clone() for k, v in model_state.items()}
-            if keep_post_local
-            else None
-        )
+        with torch.no_grad():  # copies, never part of a graph
+            model_state = model.state_dict(keep_vars=True)
+            if type(self).reply_arrays is Algorithm.reply_arrays:  # the hook, on this state
+                arrays = {k: model_state[k].cpu().clone() for k in sent}
+            else:
+                arrays = self.reply_arrays(model, ctx)
+            state.personal = {k: v.cpu().clone() for k, v in model_state.items() if k not in sent}
+            state.post_local = (
+                {k: v.cpu().clone() for k, v in model_state.items()} if keep_post_local else None
+            )
         self._check_state_fields(state)
         guard.check(type(self).__name__)
         if self.wants_class_counts():
             ctx.side[CLASS_COUNTS] = torch.as_tensor(ctx.class_counts, dtype=torch.float64)
         reply = ClientReply(
             client_id=ctx.client_id,
-            arrays=self.reply_arrays(model, ctx),
+            arrays=arrays,
             num_examples=num_examples,
             side=dict(ctx.side),
             metrics={"train_loss": loss_sum / max(seen, 1), **ctx.metrics},
@@ -493,7 +499,7 @@ class Algorithm(Validated):
             class_counts=counts,
             prior=prior.to(device),
             global_params={
-                name: message.arrays[name].detach().to(device)
+                name: _detached(message.arrays[name]).to(device)
                 for name, _ in model.named_parameters()
                 if name in message.arrays
             },
@@ -510,7 +516,19 @@ class Algorithm(Validated):
         initial_weights: Mapping[str, torch.Tensor],
     ) -> None:
         """Received arrays, then the client's personal tensors, then initial values."""
-        targets = model.state_dict(keep_vars=True)
+        self._load_client_weights(
+            model, message, state, initial_weights, model.state_dict(keep_vars=True)
+        )
+
+    @staticmethod
+    def _load_client_weights(
+        model: nn.Module,
+        message: RoundMessage,
+        state: ClientState,
+        initial_weights: Mapping[str, torch.Tensor],
+        targets: Mapping[str, torch.Tensor],
+    ) -> None:
+        """:meth:`load_client_model` given ``model.state_dict(keep_vars=True)``."""
         full = {}
         for key in targets:
             if key in message.arrays:
@@ -701,6 +719,10 @@ class Algorithm(Validated):
         """
 
 
+def _detached(t: torch.Tensor) -> torch.Tensor:
+    return t.detach() if t.requires_grad else t
+
+
 def working_copy(state: ClientState) -> ClientState:
     """The copy of a client's state that one round of local work may change: new containers
     (dicts, lists, tuples, numpy arrays copied) around the same tensors. Hooks replace
@@ -757,12 +779,29 @@ class _StateGuard:
             )
 
 
-def move_to(model: nn.Module, device: torch.device) -> None:
-    """``model.to(device)``, skipped when every parameter and buffer is already there."""
+_PLACED: weakref.WeakKeyDictionary[nn.Module, torch.device] = weakref.WeakKeyDictionary()
+
+
+def move_to(model: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
+    """``model.to(device)``, skipped when the model is already there; returns
+    ``model.state_dict(keep_vars=True)`` (on ``device``).
+
+    Every parameter and buffer is checked the first time a model is seen on ``device``;
+    later, the state-dict tensors (a ``model.to`` elsewhere moves them too).
+    """
+    targets = model.state_dict(keep_vars=True)
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if _PLACED.get(model) == device and all(t.device == device for t in targets.values()):
+        return targets
     if any(t.device != device for t in model.parameters()) or any(
         t.device != device for t in model.buffers()
     ):
         model.to(device)
+        targets = model.state_dict(keep_vars=True)
+    _PLACED[model] = device
+    return targets
 
 
 _PLAIN_LOADERS = (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict)

@@ -50,6 +50,51 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
+_WORD = np.uint64(0xFFFFFFFF)
+
+
+def derive_seeds(prefix: tuple[int, ...], last: list[int]) -> list[int]:
+    """``[derive_seed(*prefix, c) for c in last]``, computed for all ``c`` at once.
+
+    numpy's ``SeedSequence`` (the entropy pool of O'Neill's ``seed_seq``: hash, mix, then
+    generate two 32-bit words) written on arrays of 32-bit words held in ``uint64``; parts of
+    32 bits or more take the one-by-one path.
+    """
+    parts = [int(p) for p in prefix]
+    if not last or any(not 0 <= p < 2**32 for p in [*parts, *last]):
+        return [derive_seed(*parts, c) for c in last]
+    n = len(last)
+    words = [np.full(n, p, dtype=np.uint64) for p in parts] + [np.asarray(last, np.uint64)]
+    state = {"hash": np.uint64(0x43B0D7E5)}
+
+    def hashmix(value: np.ndarray) -> np.ndarray:
+        value = (value ^ state["hash"]) & _WORD
+        state["hash"] = (state["hash"] * np.uint64(0x931E8875)) & _WORD
+        value = (value * state["hash"]) & _WORD
+        return value ^ (value >> np.uint64(16))
+
+    def mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        result = (np.uint64(0xCA01F9DD) * x - np.uint64(0x4973F715) * y) & _WORD
+        return result ^ (result >> np.uint64(16))
+
+    zero = np.zeros(n, dtype=np.uint64)
+    pool = [hashmix(words[i] if i < len(words) else zero) for i in range(4)]
+    for src in range(4):
+        for dst in range(4):
+            if src != dst:
+                pool[dst] = mix(pool[dst], hashmix(pool[src]))
+    for src in range(4, len(words)):
+        for dst in range(4):
+            pool[dst] = mix(pool[dst], hashmix(words[src]))
+    out, hash_b = [], 0x8B51F9DD
+    for i in range(2):
+        value = (pool[i] ^ np.uint64(hash_b)) & _WORD
+        hash_b = (hash_b * 0x58F38DED) & 0xFFFFFFFF
+        value = (value * np.uint64(hash_b)) & _WORD
+        out.append(value ^ (value >> np.uint64(16)))
+    return ((out[0] | (out[1] << np.uint64(32))) >> np.uint64(1)).tolist()
+
+
 class Simulation:
     """Run a federated algorithm in one process.
 
@@ -215,6 +260,7 @@ class Simulation:
         # and the global state each such round started with
         self._replay: dict[int, tuple[int, ClientState, Algorithm]] = {}
         self._round_starts: dict[int, GlobalState] = {}
+        self._round_seeds: dict[tuple[int, int], int] = {}
         self.history_ = History(config=self.describe(), client_records=RecordTable())
         if vectorize:
             from fedlib.core.vectorized import _Vectorizer
@@ -365,17 +411,22 @@ class Simulation:
     def _play_round(self, round_: int) -> dict[str, Any]:
         tic = time.perf_counter()
         selected = [k for k in self.sample_clients(round_) if k in self._trainable]
+        self._round_seeds = {
+            (round_, k): s for k, s in zip(
+                selected, derive_seeds((self.seed, round_), selected), strict=True)
+        }
         stream = self._aggregation_stream(selected)
         replies: list[ClientReply] = []
         pending: dict[int, tuple[ClientState, ClientState]] = {}
         failed: list[int] = []
-        for client_id, outcome in self._train_clients(round_, selected):
+        for client_id, outcome, streamed in self._train_clients(round_, selected, stream):
             if outcome is None:
                 failed.append(client_id)
                 continue
             reply, new_state, old_state = outcome
             if stream is not None:
-                stream.add(client_id, reply.arrays)
+                if not streamed:
+                    stream.add(client_id, reply.arrays)
                 reply = dataclasses.replace(reply, arrays={})
             replies.append(reply)
             pending[client_id] = (new_state, old_state)
@@ -455,8 +506,10 @@ class Simulation:
             del self._round_starts[r]
 
     def _client_seed(self, round_: int, client_id: int) -> int:
-        """The seed of client ``client_id``'s local work in ``round_``."""
-        return derive_seed(self.seed, round_, client_id)
+        """The seed of client ``client_id``'s local work in ``round_``,
+        ``derive_seed(seed, round_, client_id)`` (the round's seeds are derived together)."""
+        cached = self._round_seeds.get((round_, client_id))
+        return derive_seed(self.seed, round_, client_id) if cached is None else cached
 
     @staticmethod
     def _check_finite(reply: ClientReply) -> None:
@@ -505,17 +558,19 @@ class Simulation:
         check_finite(reply)
         return reply, new_state
 
-    def _train_clients(self, round_: int, selected: list[int]):
-        """``(client, (reply, new state, old state))`` per sampled client, in order; ``None``
-        instead of the triple for a client that failed and is skipped."""
+    def _train_clients(self, round_: int, selected: list[int], stream: StreamingAverage | None):
+        """``(client, (reply, new state, old state), streamed)`` per sampled client, in order;
+        ``None`` instead of the triple for a client that failed and is skipped; ``streamed``
+        when the reply's arrays were already added to ``stream`` (the vectorized path adds a
+        chunk of clients at once)."""
         if self.vectorize:
             from fedlib.core.vectorized import train_round
 
-            yield from train_round(self, round_, selected)
+            yield from train_round(self, round_, selected, stream)
             return
         keep = self._keeps_post_local()
         for client_id in selected:
-            yield client_id, self._guarded(round_, client_id, keep)
+            yield client_id, self._guarded(round_, client_id, keep), False
 
     def _guarded(self, round_: int, client_id: int, keep_post_local: bool):
         try:
@@ -712,9 +767,7 @@ def check_finite(reply: ClientReply) -> None:
     """Raise ``FloatingPointError`` when a reply's arrays or training loss are not finite (one
     batched max-norm over the arrays; the offending keys are named)."""
     floats = [v for v in reply.arrays.values() if v.is_floating_point()]
-    if floats and not bool(
-        torch.isfinite(torch.stack(torch._foreach_norm(floats, math.inf))).all()
-    ):
+    if floats and not math.isfinite(torch.stack(torch._foreach_norm(floats, math.inf)).max()):
         bad = [
             k
             for k, v in reply.arrays.items()

@@ -64,6 +64,7 @@ from fedlib.core.algorithm import (
 from fedlib.core.protocol import ClientReply, ClientState
 
 if TYPE_CHECKING:
+    from fedlib.core.aggregation import StreamingAverage
     from fedlib.core.simulation import Simulation
 
 __all__ = ["check_vectorizable", "fold_model", "train_round"]
@@ -461,6 +462,18 @@ class _Vectorizer:
                         stacks[k].index_copy_(0, index, v)
 
     # ------------------------------------------------------------------ results
+    def replies_are_trained_weights(self, clients: list[_Client]) -> bool:
+        """Whether the clients' replies are their trained weights of one set of keys (the
+        default ``after_local_training`` and ``reply_arrays``), so that they can be averaged
+        straight from the stacks."""
+        kind = type(self.algorithm)
+        keys = list(clients[0].ctx.message.arrays)
+        return (
+            kind.after_local_training is Algorithm.after_local_training
+            and kind.reply_arrays is Algorithm.reply_arrays
+            and all(list(c.ctx.message.arrays) == keys for c in clients)
+        )
+
     def finish(
         self, client: _Client, trained: Mapping[str, torch.Tensor], i: int, keep_post_local: bool
     ) -> tuple[ClientReply, ClientState]:
@@ -510,12 +523,14 @@ class _Prior:
 
 
 def train_round(
-    sim: Simulation, round_: int, selected: list[int]
-) -> Iterator[tuple[int, tuple[ClientReply, ClientState, ClientState] | None]]:
+    sim: Simulation, round_: int, selected: list[int], stream: StreamingAverage | None = None
+) -> Iterator[tuple[int, tuple[ClientReply, ClientState, ClientState] | None, bool]]:
     """The round's clients trained a chunk at a time: ``(client, (reply, new state, old
-    state))`` in order, or ``None`` for a client that failed and is skipped (the simulator's
-    ``on_client_error``). A chunk whose joint training fails is retrained client by client
-    on the sequential path, so errors name their client."""
+    state), streamed)`` in order, or ``None`` for a client that failed and is skipped (the
+    simulator's ``on_client_error``). With ``stream``, a chunk's arrays are added to it at once
+    from the stacks (``streamed`` is then true) when the replies are the trained weights. A
+    chunk whose joint training fails is retrained client by client on the sequential path, so
+    errors name their client."""
     vectorizer = getattr(sim, "_vectorizer", None)
     if vectorizer is None or vectorizer.algorithm is not sim.algorithm:
         vectorizer = sim._vectorizer = _Vectorizer(sim)
@@ -532,17 +547,29 @@ def train_round(
                 stacklevel=3,
             )
             for client_id in chunk:
-                yield client_id, sim._guarded(round_, client_id, keep)
+                yield client_id, sim._guarded(round_, client_id, keep), False
             continue
+        outcomes: list[tuple[ClientReply, ClientState, ClientState] | None] = []
         for i, client in enumerate(clients):
             try:
                 reply, state = vectorizer.finish(client, trained, i, keep)
                 sim._check_finite(reply)
+                outcomes.append((reply, state, client.old))
             except Exception as exc:  # noqa: BLE001 - any client failure is handled by policy
                 sim._client_failed(round_, client.client_id, exc)
-                yield client.client_id, None
-                continue
-            yield client.client_id, (reply, state, client.old)
+                outcomes.append(None)
+        streamed = stream is not None and vectorizer.replies_are_trained_weights(clients)
+        if streamed:
+            rows = [i for i, outcome in enumerate(outcomes) if outcome is not None]
+            if rows:
+                index = torch.tensor(rows, device=next(iter(trained.values())).device)
+                sent = list(clients[0].ctx.message.arrays)
+                stream.add_stacked(
+                    [clients[i].client_id for i in rows],
+                    {k: trained[k].index_select(0, index).cpu() for k in sent},
+                )
+        for client, outcome in zip(clients, outcomes, strict=True):
+            yield client.client_id, outcome, streamed
     if selected:
         # the global generator as the sequential path leaves it (seeded for the last client)
         sim._seed_global(sim._client_seed(round_, selected[-1]))
