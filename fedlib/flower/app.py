@@ -54,8 +54,6 @@ from fedlib.flower.strategy import FedlibStrategy
 
 __all__ = ["RUN_CONFIG", "client_app", "method_and_model", "server_app", "weights_digest"]
 
-logger = logging.getLogger("fedlib")
-
 RUN_CONFIG: dict[str, Any] = {
     "num-server-rounds": 2,
     "seed": 0,
@@ -144,9 +142,9 @@ def server_app() -> ServerApp:
                 "partitions": {str(n): p for n, p in strategy.partition_of_.items()},
                 "weights_sha256": digest,
             })
-        logging.getLogger("flwr").info(
+        logging.getLogger("flwr").info(  # Flower's log reaches `flwr run --stream`
             "fedlib: %s finished %d rounds; global weights sha256 %s",
-                       algorithm.name, strategy.state_.round, digest)
+            algorithm.name, strategy.state_.round, digest)
 
     return app
 

@@ -16,6 +16,10 @@ server-side extras, such as SCAFFOLD's control variate or FedAdam's moments) liv
 strategy; the ``arrays`` Flower passes between rounds are its weights, returned for Flower's
 ``Result``.
 
+The first global model is the server's initialisation (the simulator's default
+``round_order="train_first"``); the simulator's ``"aggregate_first"`` order, in which the first
+global model averages the clients' own initialisations, has no counterpart here.
+
 A node that fails, times out or sends a non-finite or malformed update is handled by
 ``on_node_failure``: ``"fail"`` stops the run with :class:`NodeFailure` (Flower then reports
 the run as failed and no model is written), ``"skip"`` aggregates the replies that arrived, as
