@@ -512,8 +512,8 @@ class Simulation:
         return derive_seed(self.seed, round_, client_id) if cached is None else cached
 
     @staticmethod
-    def _check_finite(reply: ClientReply) -> None:
-        check_finite(reply)
+    def _check_finite(reply: ClientReply, *, arrays_finite: bool | None = None) -> None:
+        check_finite(reply, arrays_finite=arrays_finite)
 
     def _seed_global(self, seed: int) -> None:
         """Seed torch's global generators that local work may draw from (dropout masks,
@@ -763,11 +763,16 @@ class Simulation:
         )
 
 
-def check_finite(reply: ClientReply) -> None:
+def check_finite(reply: ClientReply, *, arrays_finite: bool | None = None) -> None:
     """Raise ``FloatingPointError`` when a reply's arrays or training loss are not finite (one
-    batched max-norm over the arrays; the offending keys are named)."""
-    floats = [v for v in reply.arrays.values() if v.is_floating_point()]
-    if floats and not math.isfinite(torch.stack(torch._foreach_norm(floats, math.inf)).max()):
+    batched max-norm over the arrays, unless the caller already knows, ``arrays_finite``; the
+    offending keys are named)."""
+    if arrays_finite is None:
+        floats = [v for v in reply.arrays.values() if v.is_floating_point()]
+        arrays_finite = not floats or math.isfinite(
+            torch.stack(torch._foreach_norm(floats, math.inf)).max()
+        )
+    if not arrays_finite:
         bad = [
             k
             for k, v in reply.arrays.items()

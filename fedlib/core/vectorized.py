@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = ["check_vectorizable", "fold_model", "train_round"]
 
-CHUNK_ELEMENTS = 2**20
+CHUNK_ELEMENTS = 640_000
 """Clients per chunk: about this many input elements per step (``K * B * C * H * W``), so a
 chunk's activations stay in the processor's cache; at least 1 and at most 64 clients."""
 
@@ -474,6 +474,20 @@ class _Vectorizer:
             and all(list(c.ctx.message.arrays) == keys for c in clients)
         )
 
+    def finite(self, clients: list[_Client], trained: Mapping[str, torch.Tensor]) -> list[bool]:
+        """Per client, whether its trained values of the keys it sends are finite (one
+        max-norm per key over the chunk); empty when the replies are not those values."""
+        if not self.replies_are_trained_weights(clients):
+            return []
+        norms = [
+            trained[k].flatten(1).abs().amax(1)
+            for k in clients[0].ctx.message.arrays
+            if trained[k].is_floating_point() and trained[k][0].numel()
+        ]
+        if not norms:
+            return [True] * len(clients)
+        return torch.isfinite(torch.stack(norms)).all(0).tolist()
+
     def finish(
         self, client: _Client, trained: Mapping[str, torch.Tensor], i: int, keep_post_local: bool
     ) -> tuple[ClientReply, ClientState]:
@@ -549,11 +563,12 @@ def train_round(
             for client_id in chunk:
                 yield client_id, sim._guarded(round_, client_id, keep), False
             continue
+        finite = vectorizer.finite(clients, trained)
         outcomes: list[tuple[ClientReply, ClientState, ClientState] | None] = []
         for i, client in enumerate(clients):
             try:
                 reply, state = vectorizer.finish(client, trained, i, keep)
-                sim._check_finite(reply)
+                sim._check_finite(reply, arrays_finite=finite[i] if finite else None)
                 outcomes.append((reply, state, client.old))
             except Exception as exc:  # noqa: BLE001 - any client failure is handled by policy
                 sim._client_failed(round_, client.client_id, exc)
