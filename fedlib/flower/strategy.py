@@ -191,6 +191,7 @@ class FedlibStrategy(Strategy):
         }
         self.state_: GlobalState = algorithm.init_global(self.model_)
         self.num_partitions_: int | None = None
+        self._num_classes: int | None = None
         self.partition_of_: dict[int, int] = {}
         self.sizes_: list[int] = []
         self.test_sizes_: list[int] = []
