@@ -230,6 +230,21 @@ def test_a_lost_node_is_skipped_when_configured(caplog):
     assert "is not connected" in caplog.text
 
 
+def test_a_disconnected_node_fails_the_round_before_anyone_trains():
+    runs = []
+
+    def disconnect(run, record):
+        runs.append(run)
+        _disconnect_after_first_round(run, record)
+        run.grid.wire_.clear()
+
+    with pytest.raises(NodeFailure, match=r"round 2 failed \(client 1: node \d+ is not "
+                                          r"connected\); the global model was left as after "
+                                          r"round 1 \(on_node_failure='fail'\)"):
+        run_in_process(FedAvg(), tiny_cnn, blobs(), num_rounds=2, seed=0, on_round=disconnect)
+    assert runs[0].grid.wire_ == []  # no round-2 message was sent
+
+
 def test_a_lost_node_fails_the_run_when_configured():
     holder = {}
 

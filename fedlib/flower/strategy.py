@@ -94,6 +94,10 @@ def sample_partitions(
     return sorted(int(c) for c in chosen)
 
 
+def _details(failed: dict[int, str]) -> str:
+    return "; ".join(f"client {p}: {why}" for p, why in sorted(failed.items()))
+
+
 class FedlibStrategy(Strategy):
     """A fedlib method as a Flower strategy.
 
@@ -323,7 +327,17 @@ class FedlibStrategy(Strategy):
             messages.append(Message(content, dst_node_id=node, message_type=MessageType.TRAIN,
                                     group_id=str(server_round)))
             self._sent[p] = set(message.arrays)
+        if self._unreachable and (self.on_node_failure == "fail" or not messages):
+            # the round cannot complete as configured: stop before anyone trains
+            raise self._failure(server_round, self._unreachable, any_valid=bool(messages))
         return messages
+
+    def _failure(self, server_round: int, failed: dict[int, str], *, any_valid: bool):
+        return NodeFailure(
+            f"FedlibStrategy: round {server_round} failed ({_details(failed)}); the global "
+            f"model was left as after round {server_round - 1}"
+            + (" (on_node_failure='fail')." if any_valid else ": no valid reply.")
+        )
 
     def _check_reply(self, p: int, reply: ClientReply, content: RecordDict) -> None:
         if int(content[FEDLIB]["round"]) != self.state_.round:
@@ -365,14 +379,9 @@ class FedlibStrategy(Strategy):
             if p not in good and p not in failed:
                 failed[p] = "no reply before the round's timeout"
         if failed:
-            details = "; ".join(f"client {p}: {why}" for p, why in sorted(failed.items()))
             if self.on_node_failure == "fail" or not good:
-                raise NodeFailure(
-                    f"FedlibStrategy: round {server_round} failed ({details}); the global model "
-                    f"was left as after round {round_}"
-                    + (" (on_node_failure='fail')." if good else ": no valid reply.")
-                )
-            logger.warning("round %d: skipped %s", server_round, details)
+                raise self._failure(server_round, failed, any_valid=bool(good))
+            logger.warning("round %d: skipped %s", server_round, _details(failed))
         ordered = [good[p] for p in sorted(good)]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, round_, 0, SERVER_SEED_TAG))
