@@ -113,6 +113,8 @@ class Loopback:
         self.port = free_port()
         self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                     "FLWR_HOME": str(self.home / "flwr"), "FLWR_DISABLE_UPDATE_CHECK": "1",
+                    # Flower posts usage events to its own server by default: not from tests
+                    "FLWR_TELEMETRY_ENABLED": "0",
                     "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         self.link: subprocess.Popen | None = None
         self.nodes: dict[int, subprocess.Popen] = {}
