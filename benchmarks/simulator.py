@@ -152,6 +152,18 @@ def compare(
 
 
 # ---------------------------------------------------------------------------- memory
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes: ``VmHWM`` of ``/proc/self/status`` (the
+    peak of this program; ``ru_maxrss`` would also count the parent's before ``exec``), else
+    ``ru_maxrss``."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def memory_child(method_name: str, num_clients: int, rounds: int, image_size: int) -> dict:
     """Run ``rounds`` rounds (no evaluation) in this process; its peak RSS, the data's bytes,
     the bytes of the tensors in the clients' states, and the last round's CPU time."""
@@ -172,7 +184,7 @@ def memory_child(method_name: str, num_clients: int, rounds: int, image_size: in
     return {
         "method": method_name,
         "clients": num_clients,
-        "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_bytes": peak_rss(),
         "data_bytes": data_bytes(dataset),
         "state_bytes": state_bytes,
         "round_cpu_s": sim.history_.round_records[-1]["cpu_seconds"],

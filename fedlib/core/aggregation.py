@@ -108,6 +108,7 @@ class StreamingAverage:
         )
         self._acc = _Accumulator()
         self._added: list[int] = []
+        self._added_set: set[int] = set()
         self._keys: list[str] | None = None
 
     @property
@@ -119,7 +120,7 @@ class StreamingAverage:
         """Add one client's arrays (its announced weight)."""
         if client_id not in self._weights:
             raise KeyError(f"StreamingAverage: client {client_id} was not announced.")
-        if client_id in self._added:
+        if client_id in self._added_set:
             raise ValueError(f"StreamingAverage: client {client_id} was already added.")
         keys = list(arrays.keys())
         if self._keys is None:
@@ -131,6 +132,7 @@ class StreamingAverage:
             )
         self._acc.add(arrays, self._weights[client_id])
         self._added.append(client_id)
+        self._added_set.add(client_id)
 
     def add_stacked(self, client_ids: list[int], arrays: Mapping[str, torch.Tensor]) -> None:
         """Add several clients at once, ``arrays[key][i]`` being client ``client_ids[i]``'s
@@ -139,7 +141,7 @@ class StreamingAverage:
         for client_id in client_ids:
             if client_id not in self._weights:
                 raise KeyError(f"StreamingAverage: client {client_id} was not announced.")
-            if client_id in self._added:
+            if client_id in self._added_set:
                 raise ValueError(f"StreamingAverage: client {client_id} was already added.")
         keys = list(arrays.keys())
         if self._keys is None:
@@ -156,6 +158,7 @@ class StreamingAverage:
         )
         self._acc.add_stacked(arrays, weights)
         self._added.extend(client_ids)
+        self._added_set.update(client_ids)
 
     def result(self) -> dict[str, torch.Tensor]:
         """The weighted mean of the clients added (in the first client's dtypes)."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -82,9 +82,9 @@ class LocalContext:
     prior : Tensor, shape (C,)
         The class prior of the prior-dependent losses: local ``pi_k = n_{k,c} / n_k``, or the
         federation's (``la_prior="global"``), on the training device.
-    global_params : dict of str to Tensor
+    global_params : mapping of str to Tensor
         The received values of the trainable parameters (detached, on the device), the anchor
-        of proximal terms.
+        of proximal terms (:class:`ReceivedParams`: gathered when first read).
     device : torch.device
     generator : torch.Generator
         Drives shuffling; seeded by ``(seed, round, client)``.
@@ -105,7 +105,7 @@ class LocalContext:
     data: Dataset
     class_counts: np.ndarray
     prior: torch.Tensor
-    global_params: dict[str, torch.Tensor]
+    global_params: Mapping[str, torch.Tensor]
     device: torch.device
     generator: torch.Generator
     lr: float
@@ -498,11 +498,7 @@ class Algorithm(Validated):
             data=data,
             class_counts=counts,
             prior=prior.to(device),
-            global_params={
-                name: _detached(message.arrays[name]).to(device)
-                for name, _ in model.named_parameters()
-                if name in message.arrays
-            },
+            global_params=ReceivedParams(model, message.arrays, device),
             device=device,
             generator=generator,
             lr=float(message.config.get("lr", self.lr)),
@@ -719,8 +715,45 @@ class Algorithm(Validated):
         """
 
 
-def _detached(t: torch.Tensor) -> torch.Tensor:
-    return t.detach() if t.requires_grad else t
+class ReceivedParams(MutableMapping):
+    """``LocalContext.global_params``: the received values of the model's parameters
+    (detached, on the device), gathered when first read (FedAvg never reads them)."""
+
+    def __init__(
+        self, model: nn.Module, arrays: Mapping[str, torch.Tensor], device: torch.device
+    ):
+        self._source: tuple | None = (model, arrays, device)
+        self._values: dict[str, torch.Tensor] = {}
+
+    def _gathered(self) -> dict[str, torch.Tensor]:
+        if self._source is not None:
+            model, arrays, device = self._source
+            self._values = {
+                name: (arrays[name].detach() if arrays[name].requires_grad else arrays[name])
+                .to(device)
+                for name, _ in model.named_parameters()
+                if name in arrays
+            }
+            self._source = None
+        return self._values
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._gathered()[key]
+
+    def __setitem__(self, key: str, value: torch.Tensor) -> None:
+        self._gathered()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._gathered()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._gathered())
+
+    def __len__(self) -> int:
+        return len(self._gathered())
+
+    def __repr__(self) -> str:
+        return f"ReceivedParams({self._gathered()!r})"
 
 
 def working_copy(state: ClientState) -> ClientState:

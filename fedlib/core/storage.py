@@ -61,6 +61,11 @@ class _Column:
 
 
 def _kind(value: Any) -> str:
+    kind = type(value)
+    if kind is float:
+        return "float"
+    if kind is int and -(2**63) <= value < 2**63:
+        return "int"
     if isinstance(value, bool | np.bool_):
         return "object"
     if isinstance(value, Integral) and -(2**63) <= int(value) < 2**63:
