@@ -108,18 +108,20 @@ def bench_small_clients(num_clients: int, rounds: int, repeats: int) -> None:
     )
 
 
-def bench_memory(clients: tuple[int, ...], methods: tuple[str, ...]) -> None:
+def bench_memory(clients: tuple[int, ...], methods: tuple[str, ...], *, disk: bool = False) -> None:
     """Peak memory and time per round against the number of clients, one process each."""
     from simulator import memory
 
     mib = 2**20
+    where = "on disk (client_state_dir)" if disk else "in memory"
     print(
-        "Memory, 2 rounds of 20 images 16x16 per client (SmallCNN width 8, no evaluation), one "
-        "process per row; 'vs 100' = peak / (peak at 100 clients + the extra data); 'state "
-        "growth' = (peak - peak at 100 - extra data) / (state - state at 100):"
+        "Memory, 2 rounds of 20 images 16x16 per client (SmallCNN width 8, no evaluation, "
+        f"client states {where}), one process per row; 'vs 100' = peak / (peak at 100 clients "
+        "+ the extra data); 'state growth' = (peak - peak at 100 - extra data) / (state - "
+        "state at 100):"
     )
     for method in methods:
-        rows = {k: memory(method, k) for k in clients}
+        rows = {k: memory(method, k, disk=disk) for k in clients}
         base = rows.get(100)
         for k, row in rows.items():
             line = (
@@ -157,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = tuple(args.memory_clients)
         bench_memory(sizes, ("fedavg",))
         bench_memory(tuple(k for k in sizes if k != 5000), ("ditto", "fedrep"))
+        bench_memory((100, max(sizes)), ("ditto",), disk=True)
     from losses import bench_losses
 
     bench_losses()

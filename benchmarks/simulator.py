@@ -14,6 +14,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -164,44 +165,53 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def memory_child(method_name: str, num_clients: int, rounds: int, image_size: int) -> dict:
-    """Run ``rounds`` rounds (no evaluation) in this process; its peak RSS, the data's bytes,
-    the bytes of the tensors in the clients' states, and the last round's CPU time."""
+def memory_child(
+    method_name: str, num_clients: int, rounds: int, image_size: int, disk: bool = False
+) -> dict:
+    """Run ``rounds`` rounds (no evaluation) in this process, the clients' states in memory or
+    on disk; its peak RSS, the data's bytes, the bytes of the tensors in the clients' states,
+    and the last round's CPU time."""
     torch.set_num_threads(1)
     dataset = small_federation(num_clients, image_size=image_size)
     method = get_method(method_name, lr=0.05, batch_size=20)
-    sim = _Timed(method, lambda: SmallCNN(3, 8, width=8), dataset, num_rounds=rounds,
-                 eval_every=None, progress=False)
-    sim.run()
-    state_bytes = 0
-    for state in sim.client_states_.values():
-        for part in (state.personal, state.post_local or {}, state.method):
-            for value in part.values():
-                tensors = value.values() if isinstance(value, dict) else [value]
-                state_bytes += sum(
-                    t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor)
-                )
+    with tempfile.TemporaryDirectory() as folder:
+        sim = _Timed(method, lambda: SmallCNN(3, 8, width=8), dataset, num_rounds=rounds,
+                     eval_every=None, progress=False, client_state_dir=folder if disk else None)
+        sim.run()
+        peak = peak_rss()
+        state_bytes = 0
+        for state in sim.client_states_.values():
+            for part in (state.personal, state.post_local or {}, state.method):
+                for value in part.values():
+                    tensors = value.values() if isinstance(value, dict) else [value]
+                    state_bytes += sum(
+                        t.numel() * t.element_size() for t in tensors
+                        if isinstance(t, torch.Tensor)
+                    )
     return {
         "method": method_name,
         "clients": num_clients,
-        "peak_bytes": peak_rss(),
+        "peak_bytes": peak,
         "data_bytes": data_bytes(dataset),
         "state_bytes": state_bytes,
         "round_cpu_s": sim.history_.round_records[-1]["cpu_seconds"],
     }
 
 
-def memory(method_name: str, num_clients: int, *, rounds: int = 2, image_size: int = 16) -> dict:
+def memory(
+    method_name: str, num_clients: int, *, rounds: int = 2, image_size: int = 16,
+    disk: bool = False,
+) -> dict:
     """:func:`memory_child` in a fresh Python process (peak RSS is per process)."""
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); from simulator import memory_child;"
         "print(json.dumps(memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),"
-        " int(sys.argv[5]))))"
+        " int(sys.argv[5]), sys.argv[6] == 'disk')))"
     )
     here = str(Path(__file__).resolve().parent)
     out = subprocess.run(
         [sys.executable, "-c", code, here, method_name, str(num_clients), str(rounds),
-         str(image_size)],
+         str(image_size), "disk" if disk else "memory"],
         check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])

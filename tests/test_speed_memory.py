@@ -328,6 +328,25 @@ def test_client_states_on_disk_give_the_same_run(tmp_path):
         f"client_{k}.pt" for k in range(3)]
 
 
+def test_an_aborted_round_leaves_the_states_on_disk_as_they_were(tmp_path):
+    class FailsInRoundTwo(Ditto):
+        def before_local_training(self, model, ctx):
+            if (ctx.client_id, ctx.round) == (2, 1):
+                raise RuntimeError("disk full")
+            super().before_local_training(model, ctx)
+
+    sim = Simulation(FailsInRoundTwo(lr=0.1), tiny_cnn, blobs(), num_rounds=1, progress=False,
+                     client_state_dir=tmp_path)
+    sim.run()
+    before = {k: sim.client_states_[k].method["personal_model"] for k in range(3)}
+    sim.num_rounds = 2
+    with pytest.raises(RuntimeError, match="client 2 failed in round 2: disk full"):
+        sim.run()
+    for k in range(3):
+        assert same(sim.client_states_[k].method["personal_model"], before[k])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"client_{k}.pt" for k in range(3)]
+
+
 def test_disk_states_read_back_and_start_empty(tmp_path):
     (tmp_path / "client_0.pt").write_bytes(b"stale")
     store = DiskClientStates(tmp_path, [0, 1])
@@ -335,6 +354,13 @@ def test_disk_states_read_back_and_start_empty(tmp_path):
     assert store[1] == ClientState()
     store[1] = ClientState(personal={"w": torch.arange(3)}, method={"m": torch.ones(2)})
     assert torch.equal(store[1].personal["w"], torch.arange(3))
+    store.stage(1, ClientState(personal={"w": torch.zeros(1)}))
+    assert torch.equal(store[1].personal["w"], torch.arange(3))  # not committed yet
+    store.commit_staged()
+    assert torch.equal(store[1].personal["w"], torch.zeros(1))
+    store.stage(0, ClientState(personal={"w": torch.ones(1)}))
+    store.discard_staged()
+    assert store[0] == ClientState() and not (tmp_path / "client_0.pt.staged").exists()
     assert list(store) == [0, 1] and len(store) == 2
     with pytest.raises(KeyError, match="unknown client 5"):
         store[5] = ClientState()

@@ -417,29 +417,41 @@ class Simulation:
         }
         stream = self._aggregation_stream(selected)
         replies: list[ClientReply] = []
-        pending: dict[int, tuple[ClientState, ClientState]] = {}
+        # client -> (new state, or None once staged on disk; old state, kept for a replay)
+        pending: dict[int, tuple[ClientState | None, ClientState | None]] = {}
         failed: list[int] = []
-        for client_id, outcome, streamed in self._train_clients(round_, selected, stream):
-            if outcome is None:
-                failed.append(client_id)
-                continue
-            reply, new_state, old_state = outcome
-            if stream is not None:
-                if not streamed:
-                    stream.add(client_id, reply.arrays)
-                reply = dataclasses.replace(reply, arrays={})
-            replies.append(reply)
-            pending[client_id] = (new_state, old_state)
-        if not replies:
-            raise RuntimeError(
-                f"Simulation: every sampled client failed in round {round_ + 1} "
-                f"(clients {failed}); the global model was left unchanged."
-            )
+        replay = self._replays_post_local()
+        staging = isinstance(self.client_states_, DiskClientStates)
         start = self.state_
-        if stream is not None:
-            replies = StreamedReplies(replies, stream.result())
-        self.state_ = self.algorithm.aggregate(start, replies)
-        self._commit(round_, start, pending)
+        try:
+            for client_id, outcome, streamed in self._train_clients(round_, selected, stream):
+                if outcome is None:
+                    failed.append(client_id)
+                    continue
+                reply, new_state, old_state = outcome
+                if stream is not None:
+                    if not streamed:
+                        stream.add(client_id, reply.arrays)
+                    reply = dataclasses.replace(reply, arrays={})
+                replies.append(reply)
+                if staging:
+                    self.client_states_.stage(client_id, new_state)
+                    new_state = None
+                pending[client_id] = (new_state, old_state if replay else None)
+            if not replies:
+                raise RuntimeError(
+                    f"Simulation: every sampled client failed in round {round_ + 1} "
+                    f"(clients {failed}); the global model was left unchanged."
+                )
+            if stream is not None:
+                replies = StreamedReplies(replies, stream.result())
+            new_global = self.algorithm.aggregate(start, replies)
+        except BaseException:
+            if staging:
+                self.client_states_.discard_staged()
+            raise
+        self.state_ = new_global
+        self._commit(round_, start, pending, replay)
         record: dict[str, Any] = {
             "round": round_ + 1,
             "num_clients": len(replies),
@@ -484,17 +496,24 @@ class Simulation:
         """Whether trained clients store their post-local model (read by client evaluation)."""
         return self.algorithm.spec_model == "post_local" and bool(self.evaluate_clients)
 
+    def _replays_post_local(self) -> bool:
+        """Whether post-local models are rebuilt on demand (see the class notes)."""
+        return self.algorithm.spec_model == "post_local" and not self._keeps_post_local()
+
     def _commit(
         self,
         round_: int,
         start: GlobalState,
-        pending: dict[int, tuple[ClientState, ClientState]],
+        pending: dict[int, tuple[ClientState | None, ClientState | None]],
+        replay: bool,
     ) -> None:
         """Store the round's new client states and, where post-local models are rebuilt on
         demand, what a replay of each client's round needs."""
-        replay = self.algorithm.spec_model == "post_local" and not self._keeps_post_local()
+        if isinstance(self.client_states_, DiskClientStates):
+            self.client_states_.commit_staged()
         for client_id, (new_state, old_state) in pending.items():
-            self.client_states_[client_id] = new_state
+            if new_state is not None:
+                self.client_states_[client_id] = new_state
             if replay:
                 self._replay[client_id] = (round_, old_state, self.algorithm)
             else:

@@ -135,11 +135,14 @@ class DiskClientStates(MutableMapping):
 
     A client that never stored anything reads as an empty ``ClientState()``, without a file.
     Files are written atomically and read weights-only (:mod:`fedlib.core.checkpoint`).
-    Existing ``client_<id>.pt`` files in ``directory`` are removed when the store is created,
-    so a new run never reads an old run's states.
+    A round's new states are *staged* (:meth:`stage`, one file each, nothing kept in memory)
+    and replace the stored ones only when the round commits (:meth:`commit_staged`), or are
+    dropped if it is aborted (:meth:`discard_staged`). Existing ``client_<id>.pt`` files in
+    ``directory`` are removed when the store is created, so a new run never reads an old
+    run's states.
     """
 
-    _PATTERN = re.compile(r"client_(\d+)\.pt")
+    _PATTERN = re.compile(r"client_(\d+)\.pt(\.staged)?")
 
     def __init__(self, directory: str | Path, client_ids: Iterable[int]):
         self.directory = Path(directory)
@@ -150,9 +153,31 @@ class DiskClientStates(MutableMapping):
         self._ids = [int(k) for k in client_ids]
         self._known = set(self._ids)
         self._stored: set[int] = set()
+        self._staged: set[int] = set()
 
-    def _path(self, client_id: int) -> Path:
-        return self.directory / f"client_{client_id}.pt"
+    def _path(self, client_id: int, staged: bool = False) -> Path:
+        return self.directory / f"client_{client_id}.pt{'.staged' if staged else ''}"
+
+    def stage(self, client_id: int, state: ClientState) -> None:
+        """Write ``state`` as client ``client_id``'s next state, stored at the next
+        :meth:`commit_staged`; reads still return the current one."""
+        if client_id not in self._known:
+            raise KeyError(f"DiskClientStates: unknown client {client_id}.")
+        save_weights(self._path(client_id, staged=True), state.to_payload())
+        self._staged.add(client_id)
+
+    def commit_staged(self) -> None:
+        """The staged states replace the stored ones."""
+        for client_id in sorted(self._staged):
+            self._path(client_id, staged=True).replace(self._path(client_id))
+            self._stored.add(client_id)
+        self._staged.clear()
+
+    def discard_staged(self) -> None:
+        """Drop the staged states (an aborted round)."""
+        for client_id in self._staged:
+            self._path(client_id, staged=True).unlink(missing_ok=True)
+        self._staged.clear()
 
     def __getitem__(self, client_id: int) -> ClientState:
         if client_id not in self._known:
