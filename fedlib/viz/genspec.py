@@ -348,24 +348,24 @@ def two_head_figure(
                            text="", showarrow=True, arrowhead=2, arrowwidth=1.5,
                            arrowcolor=colour)
     fig.add_annotation(x=4.85, y=3.0, text="h", showarrow=False, font={"size": 13})
-    labels = [  # (x, y, text), left-aligned
-        (8.15, 4.7, f"z<sub>fed</sub>: {lambda_fed:g} · BSM<br>server model → "
-                    "<b>generalization</b>"),
-        (8.15, 1.3, f"z<sub>per</sub>: {lambda_per:g} · BSM<br>hospital's model → "
-                    "<b>specialization</b>"),
-        (8.15, 3.0, f"{lambda_cons:g} · KL(sg[p<sub>per</sub>] ‖ p<sub>fed</sub>)<br>"
-                    "anchor: no gradient to W<sub>per</sub>"),
-        (0.0, 5.9, f"<span style='color:{SHARED_COLOUR}'>■</span> sent to the server and "
-                   f"averaged    <span style='color:{LOCAL_COLOUR}'>■</span> never leaves the "
+    labels = [  # (x, y, text), left-aligned; short lines, so they fit a phone's width
+        (8.15, 4.7, f"z<sub>fed</sub>: {lambda_fed:g} · BSM<br>server model<br>"
+                    "→ <b>generalization</b>"),
+        (8.15, 1.3, f"z<sub>per</sub>: {lambda_per:g} · BSM<br>hospital's model<br>"
+                    "→ <b>specialization</b>"),
+        (8.15, 3.0, f"anchor: {lambda_cons:g} · KL<br>(sg[p<sub>per</sub>] ‖ p<sub>fed</sub>)"
+                    "<br>no gradient to W<sub>per</sub>"),
+        (0.0, 6.1, f"<span style='color:{SHARED_COLOUR}'>■</span> sent to the server and "
+                   f"averaged<br><span style='color:{LOCAL_COLOUR}'>■</span> never leaves the "
                    "hospital"),
     ]
     for x, y, text in labels:
         fig.add_annotation(x=x, y=y, text=text, xanchor="left", showarrow=False, align="left",
-                           font={"size": 11})
+                           font={"size": 10})
     hidden = {"visible": False, "fixedrange": True}
     fig.update_layout(
         autosize=True, height=height, title={"text": "FCA: one body, two heads"},
-        xaxis={**hidden, "range": [-0.1, 10.6]}, yaxis={**hidden, "range": [0.2, 6.2]},
+        xaxis={**hidden, "range": [-0.1, 12.5]}, yaxis={**hidden, "range": [0.2, 6.7]},
         plot_bgcolor="white", showlegend=False, margin={"l": 10, "r": 10, "t": 60, "b": 10},
         hovermode=False,
     )
