@@ -142,8 +142,13 @@ class Simulation:
         (see that module for the tolerance); a method, model or option it cannot train exactly
         is refused with a message when the run starts.
     client_state_dir : path, optional
-        Keep each client's persistent state in a file there (one per client) instead of in
-        memory: only the clients of the current round are in memory.
+        Keep each client's persistent state in a file there (one per client,
+        :class:`~fedlib.core.storage.DiskClientStates`) instead of in memory: a state is read
+        when its client trains or is evaluated, and a round's new states are written as they
+        come and replace the stored ones when the round commits. Kept in memory, a client's
+        new state and its previous one coexist until the round commits (an aborted round
+        leaves every state as it was), so a round's peak holds the sampled clients' states
+        twice.
 
     Clients without training data never train (a warning names them); they are still
     evaluated on their test split.

@@ -3,7 +3,9 @@ client states that can live on disk between the rounds in which the client train
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from numbers import Integral
@@ -11,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from fedlib.core.checkpoint import load_weights, save_weights
+from fedlib.core.checkpoint import load_weights
 from fedlib.core.protocol import ClientState
 
 __all__ = ["DiskClientStates", "RecordTable"]
@@ -129,12 +132,27 @@ class RecordTable:
         return f"RecordTable({self._len} rows, columns {list(self._columns)})"
 
 
+def _save(path: Path, payload: Any) -> None:
+    """``torch.save`` to a fresh temporary file (created exclusively, so a planted link is
+    never followed), then renamed to ``path``; not flushed to the disk: these files are this
+    run's scratch space (checkpoints hold the durable copy)."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
 class DiskClientStates(MutableMapping):
     """Client id to :class:`~fedlib.core.protocol.ClientState`, one file per client in
     ``directory``: a client's state is in memory only while it trains (or is evaluated).
 
     A client that never stored anything reads as an empty ``ClientState()``, without a file.
-    Files are written atomically and read weights-only (:mod:`fedlib.core.checkpoint`).
+    Files are written through an exclusive temporary file and a rename (not flushed to the
+    disk: they are the run's scratch space) and read weights-only.
     A round's new states are *staged* (:meth:`stage`, one file each, nothing kept in memory)
     and replace the stored ones only when the round commits (:meth:`commit_staged`), or are
     dropped if it is aborted (:meth:`discard_staged`). Existing ``client_<id>.pt`` files in
@@ -163,7 +181,7 @@ class DiskClientStates(MutableMapping):
         :meth:`commit_staged`; reads still return the current one."""
         if client_id not in self._known:
             raise KeyError(f"DiskClientStates: unknown client {client_id}.")
-        save_weights(self._path(client_id, staged=True), state.to_payload())
+        _save(self._path(client_id, staged=True), state.to_payload())
         self._staged.add(client_id)
 
     def commit_staged(self) -> None:
@@ -189,7 +207,7 @@ class DiskClientStates(MutableMapping):
     def __setitem__(self, client_id: int, state: ClientState) -> None:
         if client_id not in self._known:
             raise KeyError(f"DiskClientStates: unknown client {client_id}.")
-        save_weights(self._path(client_id), state.to_payload())
+        _save(self._path(client_id), state.to_payload())
         self._stored.add(client_id)
 
     def __delitem__(self, client_id: int) -> None:
