@@ -175,7 +175,7 @@ def test_two_head_figure_writes_the_weights_and_the_roles():
     fig = two_head_figure(1.0, 3.0, 0.5)
     assert isinstance(fig, go.Figure)
     texts = " ".join(a.text for a in fig.layout.annotations)
-    for expected in ("federated head", "personalized head", "shared body",
+    for expected in ("head W<sub>fed</sub>", "head W<sub>per</sub>", "body φ",
                      "1 · BSM", "3 · BSM", "0.5 · KL", "generalization", "specialization"):
         assert expected in texts
     assert len(fig.layout.shapes) == 4  # image, body, two heads

@@ -325,15 +325,15 @@ def two_head_figure(
     fig = go.Figure()
     boxes = [  # (x0, x1, y0, y1, colour, text)
         (0.0, 1.5, 2.4, 3.6, "#777", "image x"),
-        (2.2, 4.4, 2.2, 3.8, SHARED_COLOUR, "shared body φ<br>(averaged)"),
-        (5.4, 7.4, 4.0, 5.4, SHARED_COLOUR, "federated head<br>W<sub>fed</sub> (averaged)"),
-        (5.4, 7.4, 0.6, 2.0, LOCAL_COLOUR, "personalized head<br>W<sub>per</sub> (stays)"),
+        (2.2, 4.4, 2.2, 3.8, SHARED_COLOUR, "body φ<br>(averaged)"),
+        (5.4, 7.4, 4.0, 5.4, SHARED_COLOUR, "head W<sub>fed</sub><br>(averaged)"),
+        (5.4, 7.4, 0.6, 2.0, LOCAL_COLOUR, "head W<sub>per</sub><br>(stays)"),
     ]
     for x0, x1, y0, y1, colour, text in boxes:
         fig.add_shape(type="rect", x0=x0, x1=x1, y0=y0, y1=y1, line={"color": colour, "width": 2},
                       fillcolor=colour, opacity=0.15, layer="below")
         fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, text=text, showarrow=False,
-                           font={"size": 12})
+                           font={"size": 11})
     arrows = [  # (from x, from y, to x, to y, colour)
         (1.5, 3.0, 2.2, 3.0, "#555"),
         (4.4, 3.2, 5.4, 4.5, "#555"),
@@ -347,7 +347,7 @@ def two_head_figure(
         fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y",
                            text="", showarrow=True, arrowhead=2, arrowwidth=1.5,
                            arrowcolor=colour)
-    fig.add_annotation(x=4.85, y=3.0, text="h", showarrow=False, font={"size": 13})
+    fig.add_annotation(x=4.9, y=3.0, text="h", showarrow=False, font={"size": 12})
     labels = [  # (x, y, text), left-aligned; short lines, so they fit a phone's width
         (8.15, 4.7, f"z<sub>fed</sub>: {lambda_fed:g} · BSM<br>server model<br>"
                     "→ <b>generalization</b>"),
