@@ -15,7 +15,7 @@ from torch import nn
 from toy_federation import blobs, tiny_cnn
 
 from fedlib.core import Algorithm, ClientState, LocalContext, RoundMessage, Simulation
-from fedlib.losses import gradient_match_distance, linear_ce_gradients
+from fedlib.losses import gradient_match_distance
 from fedlib.methods import (
     METHODS,
     MOON,
@@ -383,27 +383,6 @@ def test_moon_contrastive_term_value_through_the_method():
 
 
 # ------------------------------------------------------------------ 11. CReFF
-def test_creff_gradient_distance():
-    g = [torch.tensor([[1.0, 2.0], [-3.0, 0.5], [0.2, 0.1]]), torch.tensor([0.3, -0.4, 1.0])]
-    assert float(gradient_match_distance(g, g)) == pytest.approx(0.0, abs=1e-5)
-    assert float(gradient_match_distance(g, [3 * t for t in g])) == pytest.approx(0.0, abs=1e-5)
-    assert float(gradient_match_distance(g, [-t for t in g])) == pytest.approx(8.0, abs=1e-5)
-    # one row orthogonal (cos 0) and the rest identical: distance 1
-    h = [g[0].clone(), g[1]]
-    h[0][0] = torch.tensor([-2.0, 1.0])
-    assert float(gradient_match_distance(g, h)) == pytest.approx(1.0, abs=1e-5)
-
-
-def test_closed_form_classifier_gradients_match_autograd():
-    g = torch.Generator().manual_seed(0)
-    features, labels = torch.randn(7, 4, generator=g), torch.tensor([0, 2, 1, 1, 0, 2, 2])
-    w = torch.randn(3, 4, generator=g).requires_grad_(True)
-    b = torch.randn(3, generator=g).requires_grad_(True)
-    expected = torch.autograd.grad(F.cross_entropy(F.linear(features, w, b), labels), [w, b])
-    for got, want in zip(linear_ce_gradients(features, labels, w, b), expected, strict=True):
-        assert torch.allclose(got, want, atol=1e-6)
-
-
 def test_creff_client_gradients_are_per_class_means_on_real_features():
     sim = Simulation(CReFF(**FAST["creff"]), tiny_cnn, blobs(absent={0: 2}), num_rounds=1,
                      progress=False)
