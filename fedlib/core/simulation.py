@@ -367,7 +367,9 @@ class Simulation:
         Nothing changes: neither the global state nor any client's state. The clients train
         exactly as in the next round (same seeds), so ``algorithm.aggregate`` of these replies
         is that round's new global state. ``algorithm`` swaps in another method (e.g. more
-        local epochs) to compare local work from the same starting point.
+        local epochs) to compare local work from the same starting point. The clients train
+        one by one (with ``vectorize=True`` too, whose round equals this within its
+        tolerance).
         """
         ids = self.sample_clients(self.state_.round) if client_ids is None else client_ids
         with torch.random.fork_rng(devices=[]):
