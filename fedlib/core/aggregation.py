@@ -116,28 +116,10 @@ class StreamingAverage:
         """The ids of the clients added so far, in order."""
         return list(self._added)
 
-    def add(self, client_id: int, arrays: Mapping[str, torch.Tensor]) -> None:
-        """Add one client's arrays (its announced weight)."""
-        if client_id not in self._weights:
-            raise KeyError(f"StreamingAverage: client {client_id} was not announced.")
-        if client_id in self._added_set:
-            raise ValueError(f"StreamingAverage: client {client_id} was already added.")
-        keys = list(arrays.keys())
-        if self._keys is None:
-            self._keys = keys
-        elif keys != self._keys:
-            raise ValueError(
-                f"StreamingAverage: client {client_id} sent keys that differ from client "
-                f"{self._added[0]}'s."
-            )
-        self._acc.add(arrays, self._weights[client_id])
-        self._added.append(client_id)
-        self._added_set.add(client_id)
-
-    def add_stacked(self, client_ids: list[int], arrays: Mapping[str, torch.Tensor]) -> None:
-        """Add several clients at once, ``arrays[key][i]`` being client ``client_ids[i]``'s
-        (the clients trained together by the vectorized path). The sum is the same up to
-        float64 rounding, not bit for bit, as adding them one by one."""
+    def _check_new(
+        self, client_ids: list[int], arrays: Mapping[str, torch.Tensor], who: str
+    ) -> None:
+        """Each client announced and not added yet; the same keys as the first client's."""
         for client_id in client_ids:
             if client_id not in self._weights:
                 raise KeyError(f"StreamingAverage: client {client_id} was not announced.")
@@ -148,9 +130,22 @@ class StreamingAverage:
             self._keys = keys
         elif keys != self._keys:
             raise ValueError(
-                f"StreamingAverage: clients {client_ids} sent keys that differ from client "
+                f"StreamingAverage: {who} sent keys that differ from client "
                 f"{self._added[0]}'s."
             )
+
+    def add(self, client_id: int, arrays: Mapping[str, torch.Tensor]) -> None:
+        """Add one client's arrays (its announced weight)."""
+        self._check_new([client_id], arrays, f"client {client_id}")
+        self._acc.add(arrays, self._weights[client_id])
+        self._added.append(client_id)
+        self._added_set.add(client_id)
+
+    def add_stacked(self, client_ids: list[int], arrays: Mapping[str, torch.Tensor]) -> None:
+        """Add several clients at once, ``arrays[key][i]`` being client ``client_ids[i]``'s
+        (the clients trained together by the vectorized path). The sum is the same up to
+        float64 rounding, not bit for bit, as adding them one by one."""
+        self._check_new(client_ids, arrays, f"clients {client_ids}")
         first = next(iter(arrays.values()), None)
         device = first.device if first is not None else None
         weights = torch.tensor(
