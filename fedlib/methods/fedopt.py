@@ -3,7 +3,7 @@ ICLR 2021)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -12,6 +12,17 @@ import torch
 from fedlib._validation import Interval
 from fedlib.core.protocol import GlobalState
 from fedlib.methods.fedavg import FedAvg
+
+
+def pseudo_gradients(
+    previous: GlobalState, averaged: Mapping[str, torch.Tensor]
+) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, torch.dtype]]:
+    """``(key, x_t, delta_t = mean - x_t, dtype)`` in float64 for every floating-point averaged
+    key; integer buffers (``bn_int_buffers="average_cast"``) keep the plain average."""
+    for key, mean in averaged.items():
+        if mean.is_floating_point():
+            x = previous.weights[key].to(torch.float64)
+            yield key, x, mean.to(torch.float64) - x, mean.dtype
 
 
 @dataclass(kw_only=True)
@@ -72,16 +83,12 @@ class FedOpt(FedAvg):
         out = dict(averaged)
         m_all = dict(extra.get("server_m", {}))
         v_all = dict(extra.get("server_v", {}))
-        for key, mean in averaged.items():
-            if not mean.is_floating_point():
-                continue  # integer buffers (bn_int_buffers="average_cast") take the average
-            x = previous.weights[key].to(torch.float64)
-            delta = mean.to(torch.float64) - x
+        for key, x, delta, dtype in pseudo_gradients(previous, averaged):
             m = self.server_beta1 * m_all.get(key, torch.zeros_like(x)) + (
                 1 - self.server_beta1
             ) * delta
             v = self.second_moment(v_all.get(key, torch.zeros_like(x)), delta)
-            out[key] = (x + self.server_lr * m / (v.sqrt() + self.server_tau)).to(mean.dtype)
+            out[key] = (x + self.server_lr * m / (v.sqrt() + self.server_tau)).to(dtype)
             m_all[key], v_all[key] = m, v
         extra["server_m"], extra["server_v"] = m_all, v_all
         return out
@@ -143,14 +150,9 @@ class FedAvgM(FedAvg):
     ) -> dict[str, torch.Tensor]:
         out = dict(averaged)
         velocity = dict(extra.get("server_velocity", {}))
-        for key, mean in averaged.items():
-            if not mean.is_floating_point():
-                continue
-            x = previous.weights[key].to(torch.float64)
-            v = self.server_momentum * velocity.get(key, torch.zeros_like(x)) + (
-                mean.to(torch.float64) - x
-            )
-            out[key] = (x + self.server_lr * v).to(mean.dtype)
+        for key, x, delta, dtype in pseudo_gradients(previous, averaged):
+            v = self.server_momentum * velocity.get(key, torch.zeros_like(x)) + delta
+            out[key] = (x + self.server_lr * v).to(dtype)
             velocity[key] = v
         extra["server_velocity"] = velocity
         return out
