@@ -159,6 +159,29 @@ def test_a_folded_linear_layer_is_each_clients_own_layer():
     assert out.tolist() == [[1.0, 2.0, 3.0, 5.0]]
 
 
+def test_pool_before_relu_keeps_values_and_gradients_bit_for_bit():
+    """The folded model pools before its ReLU: windows with ties, an all-negative window, a
+    zero maximum and a positive maximum give the same outputs and gradients, bit for bit."""
+    x = torch.tensor([[[[1.0, 1.0, -2.0, -3.0],
+                        [0.5, 1.0, -1.0, -2.0],
+                        [0.0, -1.0, 2.0, 3.0],
+                        [0.0, 0.0, 3.0, 1.0]]]])
+    x = torch.cat([x, torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0))], 1)
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.MaxPool2d(2))
+    folded = fold_model(model)
+    assert [type(m) for m in folded] == [nn.MaxPool2d, nn.ReLU]
+    assert [type(m) for m in model] == [nn.ReLU, nn.MaxPool2d]  # the model itself is unchanged
+    grad = torch.arange(1.0, 9.0).view(1, 2, 2, 2)
+    results = []
+    for net in (model, folded):
+        leaf = x.clone().requires_grad_(True)
+        out = net(leaf.clone())
+        out.backward(grad)
+        results.append((out.detach(), leaf.grad))
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
+
+
 # ------------------------------------------------------------------ refusals
 class MixesChannels(nn.Module):
     """A conv net whose forward averages over channels: the clients would mix."""

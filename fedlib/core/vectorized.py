@@ -4,26 +4,36 @@ A round's sampled clients are trained together, a chunk of ``K`` clients at a ti
 ``torch.func``:
 
 - **Stacked parameters.** Every state-dict tensor of the ``K`` clients is stacked along a new
-  first dimension, ``theta[k] = theta_k``. A *folded* copy of the model reads them through
-  ``torch.func.functional_call``: its layers put the clients side by side along the channel
-  dimension, so one grouped convolution (``groups = K``), one normalization over ``K * C``
-  channels, one batched matrix product per linear layer train all ``K`` clients, each on its
-  own mini-batch (inputs ``(B, K * C, H, W)``, channels-last). Every folded layer computes
-  exactly what the client's own layer computes on its own channels, so the ``K`` models never
-  mix; a probe checks this at start-up on the actual model (outputs of three different clients
-  against their own forward passes) and refuses a model whose forward mixes channels.
-- **Per-client loss.** ``torch.func.vmap`` maps the method's classification loss over the
-  clients (logits ``(B, K, C)``, labels, each client's prior); the sum of the ``K`` losses is
-  differentiated once, and since client ``k``'s loss depends only on ``theta_k``, its gradient
-  is client ``k``'s own. FedProx's ``(mu / 2) ||theta_k - w^t||^2`` is added per client.
+  first dimension, ``theta[k] = theta_k``. A *folded* copy of the model reads them (set as its
+  parameters and buffers for the steps that train the whole chunk, through
+  ``torch.func.functional_call`` for masked steps): its layers put the clients side by side
+  along the channel dimension, so one grouped convolution (``groups = K``), one normalization
+  over ``K * C`` channels, one batched matrix product per linear layer train all ``K`` clients,
+  each on its own mini-batch (inputs ``(B, K * C, H, W)``, channels-last). Every folded layer
+  computes exactly what the client's own layer computes on its own channels, so the ``K``
+  models never mix; a probe checks this at start-up on the actual model (outputs of three
+  different clients against their own forward passes) and refuses a model whose forward mixes
+  channels.
+- **Per-client loss.** The default softmax cross-entropy is one ``cross_entropy`` over the
+  logits ``(B, C, K)`` whose ``(B, K)`` terms are averaged over each client's batch; other
+  losses are mapped over the clients with ``torch.func.vmap`` (logits, labels, each client's
+  prior). The sum of the ``K`` losses is differentiated once, and since client ``k``'s loss
+  depends only on ``theta_k``, its gradient is client ``k``'s own. FedProx's
+  ``(mu / 2) ||theta_k - w^t||^2`` is added per client.
 - **Functional optimizer step.** SGD with momentum and weight decay, written as
   ``torch.optim.SGD`` computes it (``d = g + lambda theta``; ``b = d`` at the first step, then
-  ``b = m b + d``; ``theta -= lr b``), on the stacks; ``max_grad_norm`` clips each client's
-  gradient by its own norm.
+  ``b = m b + d``; ``theta -= lr b``), on all the stacks at once (``torch._foreach_*``
+  operations); ``max_grad_norm`` clips each client's gradient by its own norm.
 - **Masking.** Each client draws its own mini-batches from its ``(seed, round, client)``
   generator, exactly as the sequential path. At step ``t`` only the clients that still have a
   step train (a client with fewer steps is masked out: its parameters and momentum stay as
   they are), and clients whose batch at that step has another size train in a separate group.
+
+**Speed.** In the folded model, ``ReLU -> MaxPool2d`` becomes ``MaxPool2d -> ReLU`` (the same
+values and gradients, on a quarter of the elements; see :func:`_pool_before_relu`). On Linux
+with glibc, the first vectorized simulation of a process raises ``malloc``'s thresholds so that
+the multi-MiB blocks a chunk's step frees are reused rather than returned to the system and
+faulted back in at the next step (:func:`_reuse_freed_memory`; process-wide).
 
 **Exactness.** The clients see the same batches, in the same order, with the same
 initialisation and the same update rule as in the sequential path; only the floating-point
@@ -43,7 +53,10 @@ and datasets that are not in memory (``images`` and ``labels`` tensors).
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
+import platform
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -62,6 +75,7 @@ from fedlib.core.algorithm import (
     working_copy,
 )
 from fedlib.core.protocol import ClientReply, ClientState
+from fedlib.losses import ClassificationLoss
 
 if TYPE_CHECKING:
     from fedlib.core.aggregation import StreamingAverage
@@ -72,6 +86,11 @@ __all__ = ["check_vectorizable", "fold_model", "train_round"]
 CHUNK_ELEMENTS = 640_000
 """Clients per chunk: about this many input elements per step (``K * B * C * H * W``), so a
 chunk's activations stay in the processor's cache; at least 1 and at most 64 clients."""
+
+_MALLOC_THRESHOLDS = {-3: 32 * 2**20, -1: 128 * 2**20}
+"""glibc ``mallopt`` settings: ``M_MMAP_THRESHOLD`` (-3) 32 MiB, ``M_TRIM_THRESHOLD`` (-1)
+128 MiB (see :func:`_reuse_freed_memory`)."""
+_malloc_tuned = False
 
 _DEFAULT_HOOKS = (
     "client_update",
@@ -172,6 +191,8 @@ def fold_model(model: nn.Module) -> nn.Module:
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is None:
                 raise _refuse(f"layer {name!r} is a BatchNorm with momentum=None")
             module.__class__ = _FOLDED[kind]
+        elif isinstance(module, nn.Sequential):
+            _pool_before_relu(module)
         elif isinstance(module, nn.Dropout | nn.Dropout2d | nn.AlphaDropout) and module.p > 0:
             raise _refuse(
                 f"layer {name!r} is a dropout (p={module.p}); its masks come from the global "
@@ -188,6 +209,28 @@ def fold_model(model: nn.Module) -> nn.Module:
     return folded
 
 
+def _pool_before_relu(sequence: nn.Sequential) -> None:
+    """Swap ``ReLU -> MaxPool2d`` to ``MaxPool2d -> ReLU`` in place: the same values and
+    gradients on a quarter of the elements.
+
+    ``max`` and ``relu(v) = max(v, 0)`` commute exactly. The gradient reaches the same element:
+    when a window's maximum is positive, both orders pick its first largest element; when it is
+    not, ReLU's gradient is zero in both orders."""
+    keys = list(sequence._modules)
+    i = 0
+    while i + 1 < len(keys):
+        first, second = sequence._modules[keys[i]], sequence._modules[keys[i + 1]]
+        if (
+            type(first) is nn.ReLU
+            and type(second) is nn.MaxPool2d
+            and not second.return_indices
+        ):
+            sequence._modules[keys[i]], sequence._modules[keys[i + 1]] = second, first
+            i += 2
+        else:
+            i += 1
+
+
 def fold_inputs(xs: Sequence[torch.Tensor]) -> torch.Tensor:
     """Clients' batches ``(B, C, ...)`` side by side: ``(B, K * C, ...)`` (channels-last for
     images)."""
@@ -197,6 +240,28 @@ def fold_inputs(xs: Sequence[torch.Tensor]) -> torch.Tensor:
         return stacked.reshape(b, h, w, k * c).permute(0, 3, 1, 2)
     stacked = torch.stack(xs, dim=1)
     return stacked.reshape(stacked.shape[0], -1, *stacked.shape[3:])
+
+
+def _reuse_freed_memory() -> None:
+    """Let glibc's ``malloc`` keep freed memory for reuse (once per process, Linux with glibc
+    only; elsewhere nothing happens).
+
+    A chunk's step allocates and frees tensors of several MiB. With glibc's default
+    thresholds, such blocks are returned to the system when freed (``munmap``, or trimming the
+    top of the heap) and the next step takes them back page by page: tens of thousands of page
+    faults per round, a third of the round's CPU time. Raising ``M_MMAP_THRESHOLD`` to 32 MiB
+    and ``M_TRIM_THRESHOLD`` to 128 MiB keeps them in the process (process-wide: this process
+    then holds up to 128 MiB of freed memory instead of returning it)."""
+    global _malloc_tuned
+    if _malloc_tuned or sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return
+    _malloc_tuned = True
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    for option, value in _MALLOC_THRESHOLDS.items():
+        mallopt(option, value)
 
 
 # ---------------------------------------------------------------------------- checks
@@ -307,6 +372,15 @@ class _Vectorizer:
         self.chunk = int(min(64, max(1, CHUNK_ELEMENTS // max(
             1, sim.algorithm.batch_size * sample.numel()))))
         self.param_names = [n for n, _ in sim.model_.named_parameters()]
+        self.slots: dict[str, tuple[nn.Module, str, bool]] = {}
+        for key in sim.initial_weights_:
+            path, _, attribute = key.rpartition(".")
+            module = self.folded.get_submodule(path)
+            self.slots[key] = (module, attribute, attribute in module._parameters)
+        loss = getattr(sim.algorithm, "_loss_fn", None)
+        self.plain_ce = isinstance(loss, ClassificationLoss) and loss.name == "ce"
+        if sim.device.type == "cpu":
+            _reuse_freed_memory()
 
     @staticmethod
     def _require_tensors(data: Any, client_id: int) -> None:
@@ -363,22 +437,30 @@ class _Vectorizer:
         return _Client(client_id, seed, old, ctx, guard, weights, plan)
 
     # ------------------------------------------------------------------ training
+    def _bind(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Make the folded model read ``tensors`` (stacked state-dict entries) directly, for
+        the steps that train the whole chunk (cheaper than ``functional_call`` at every step;
+        BatchNorm's running statistics are then updated in the stacks)."""
+        for key, tensor in tensors.items():
+            module, attribute, is_parameter = self.slots[key]
+            (module._parameters if is_parameter else module._buffers)[attribute] = tensor
+
     def train(self, clients: list[_Client]) -> dict[str, torch.Tensor]:
         """Train a chunk of clients together; returns the stacked trained state dict."""
         device = self.sim.device
-        keys = list(self.sim.initial_weights_)
         stacks = {
-            k: torch.stack([c.weights[k] for c in clients]).to(device) for k in keys
+            k: torch.stack([c.weights[k] for c in clients]).to(device) for k in self.slots
         }
         params = {n: stacks[n].requires_grad_(True) for n in self.param_names}
+        self._bind(stacks)
         momentum: dict[str, torch.Tensor] = {}
         anchors = None
         if self.mu:
             anchors = {
-                n: torch.stack([c.ctx.global_params[n] for c in clients])
+                n: torch.stack([c.ctx.global_params[n] for c in clients]).to(device)
                 for n in self.param_names if n in clients[0].ctx.global_params
             }
-        priors = torch.stack([c.ctx.prior for c in clients])
+        priors = None if self.plain_ce else torch.stack([c.ctx.prior for c in clients])
         if len({c.ctx.lr for c in clients}) > 1:
             raise _refuse("the clients of a chunk have different learning rates")
         steps = max(len(c.plan) for c in clients)
@@ -392,6 +474,8 @@ class _Vectorizer:
         return {k: v.detach() for k, v in stacks.items()}
 
     def _step(self, clients, members, t, stacks, params, momentum, anchors, priors) -> None:
+        """One local step of the clients ``members`` (indices into ``clients``), whose batches
+        at step ``t`` have one size; the others are masked: their stacks stay as they are."""
         alg, device = self.algorithm, self.sim.device
         whole = len(members) == len(clients)
         index = None if whole else torch.tensor(members, device=device)
@@ -399,26 +483,29 @@ class _Vectorizer:
         def pick(v: torch.Tensor) -> torch.Tensor:
             return v if index is None else v.index_select(0, index)
 
-        batches = [
-            (clients[i].ctx.data.images[clients[i].plan[t]],
-             clients[i].ctx.data.labels[clients[i].plan[t]])
-            for i in members
-        ]
-        x = fold_inputs([b[0].to(device) for b in batches])
-        y = torch.stack([b[1].to(device) for b in batches], dim=1)
+        images, labels = [], []
+        for i in members:
+            data, rows = clients[i].ctx.data, clients[i].plan[t]
+            images.append(data.images.index_select(0, rows).to(device))
+            labels.append(data.labels.index_select(0, rows).to(device))
+        x = fold_inputs(images)
+        y = torch.stack(labels, dim=1)
         if whole:
             leaves = params
-            tensors = stacks
+            out = self.folded(x)
         else:
             leaves = {n: pick(p.detach()).requires_grad_(True) for n, p in params.items()}
             tensors = {k: leaves[k] if k in leaves else pick(v) for k, v in stacks.items()}
-        out = functional_call(self.folded, tensors, (x,))
+            out = functional_call(self.folded, tensors, (x,))
         logits = out.view(out.shape[0], len(members), -1)
-        prior = pick(priors)
-        losses = vmap(
-            lambda z, target, p: alg.classification_loss(z, target, _Prior(p)),
-            in_dims=(1, 1, 0),
-        )(logits, y, prior)
+        if self.plain_ce:
+            # softmax cross-entropy of each client's own batch: the mean over b of (B, K)
+            losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(0)
+        else:
+            losses = vmap(
+                lambda z, target, p: alg.classification_loss(z, target, _Prior(p)),
+                in_dims=(1, 1, 0),
+            )(logits, y, pick(priors))
         total = losses
         if anchors is not None:
             prox = torch.stack([
@@ -426,7 +513,8 @@ class _Vectorizer:
             ]).sum(0)
             total = losses + 0.5 * self.mu * prox
         names = list(leaves)
-        grads = torch.autograd.grad(total.sum(), [leaves[n] for n in names])
+        weights = [leaves[n] for n in names]
+        grads = list(torch.autograd.grad(total.sum(), weights))
         n = x.shape[0]
         with torch.no_grad():
             for i, value in zip(members, total.tolist(), strict=True):
@@ -438,25 +526,28 @@ class _Vectorizer:
                 coef = (alg.max_grad_norm / (total_norm + 1e-6)).clamp(max=1.0)
                 for g in grads:
                     g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))
-            for name, g in zip(names, grads, strict=True):
-                p = leaves[name]
-                d = g if alg.weight_decay == 0 else g.add(p, alpha=alg.weight_decay)
-                if alg.momentum != 0:
-                    if t == 0:
-                        buf = d.clone()
-                    else:
-                        buf = pick(momentum[name])
-                        buf.mul_(alg.momentum).add_(d)
-                    d = buf
+            # torch.optim.SGD's update, every tensor of every client at once:
+            # d = g + lambda theta; b = d (first step), b = m b + d; theta -= lr b
+            if alg.weight_decay != 0:
+                torch._foreach_add_(grads, weights, alpha=alg.weight_decay)
+            if alg.momentum != 0:
+                if t == 0:
+                    buffers = grads  # fresh tensors of this step: b = d needs no copy
+                else:
+                    buffers = [pick(momentum[name]) for name in names]
+                    torch._foreach_mul_(buffers, alg.momentum)
+                    torch._foreach_add_(buffers, grads)
+                for name, buffer in zip(names, buffers, strict=True):
                     if whole:
-                        momentum[name] = buf
+                        momentum[name] = buffer
                     else:
                         momentum.setdefault(name, torch.zeros_like(params[name]))
-                        momentum[name].index_copy_(0, index, buf)
-                p.add_(d, alpha=-clients[members[0]].ctx.lr)
-                if not whole:
-                    params[name].index_copy_(0, index, p)
+                        momentum[name].index_copy_(0, index, buffer)
+                grads = buffers
+            torch._foreach_add_(weights, grads, alpha=-clients[members[0]].ctx.lr)
             if not whole:
+                for name in names:
+                    params[name].index_copy_(0, index, leaves[name])
                 for k, v in tensors.items():
                     if k not in leaves:
                         stacks[k].index_copy_(0, index, v)
@@ -489,12 +580,17 @@ class _Vectorizer:
         return torch.isfinite(torch.stack(norms)).all(0).tolist()
 
     def finish(
-        self, client: _Client, trained: Mapping[str, torch.Tensor], i: int, keep_post_local: bool
+        self,
+        client: _Client,
+        columns: Mapping[str, Sequence[torch.Tensor]],
+        i: int,
+        keep_post_local: bool,
     ) -> tuple[ClientReply, ClientState]:
-        """Client ``i``'s reply and new state from the trained stacks (the sequential path's
+        """Client ``i``'s reply and new state from the trained stacks, given as ``columns``
+        (each stack unbound into its clients' tensors; the sequential path's
         ``_finish_local_work``; hooks that run after training see the trained model)."""
         alg, ctx = self.algorithm, client.ctx
-        weights = {k: v[i] for k, v in trained.items()}
+        weights = {k: v[i] for k, v in columns.items()}
         num_examples = len(self.sim.dataset.train[client.client_id])
         kind = type(alg)
         if (
@@ -564,10 +660,11 @@ def train_round(
                 yield client_id, sim._guarded(round_, client_id, keep), False
             continue
         finite = vectorizer.finite(clients, trained)
+        columns = {k: v.unbind(0) for k, v in trained.items()}
         outcomes: list[tuple[ClientReply, ClientState, ClientState] | None] = []
         for i, client in enumerate(clients):
             try:
-                reply, state = vectorizer.finish(client, trained, i, keep)
+                reply, state = vectorizer.finish(client, columns, i, keep)
                 sim._check_finite(reply, arrays_finite=finite[i] if finite else None)
                 outcomes.append((reply, state, client.old))
             except Exception as exc:  # noqa: BLE001 - any client failure is handled by policy
@@ -576,9 +673,13 @@ def train_round(
         streamed = stream is not None and vectorizer.replies_are_trained_weights(clients)
         if streamed:
             rows = [i for i, outcome in enumerate(outcomes) if outcome is not None]
-            if rows:
+            sent = list(clients[0].ctx.message.arrays)
+            if len(rows) == len(clients):
+                stream.add_stacked(
+                    [c.client_id for c in clients], {k: trained[k].cpu() for k in sent}
+                )
+            elif rows:
                 index = torch.tensor(rows, device=next(iter(trained.values())).device)
-                sent = list(clients[0].ctx.message.arrays)
                 stream.add_stacked(
                     [clients[i].client_id for i in rows],
                     {k: trained[k].index_select(0, index).cpu() for k in sent},
