@@ -46,7 +46,7 @@ PIP_INPUTS := requirements.txt requirements-book.txt requirements-dev.txt constr
 	pyproject.toml
 
 .PHONY: help install book serve test lint unit structure execute nbval smoke html html-check \
-	screenshots chromium bench clean
+	screenshots chromium bench bench-flower bench-chapters bench-all clean
 
 help:
 	@echo "make book        install, execute the chapters, build the HTML book ($(HTML))"
@@ -62,7 +62,12 @@ help:
 	@echo "  make html-check  headless Chromium checks of the pages in $(HTML)/"
 	@echo "make screenshots html-check, plus full-page screenshots at 390 and 1280 px in $(BUILD)/pages/"
 	@echo "make install     create $(VENV) and install fedlib with the pinned toolchain"
-	@echo "make bench       python benchmarks/run.py"
+	@echo "make bench       speed figures -> benchmarks/results.json (~10 min on 2 cores;"
+	@echo "                 BENCH_ARGS=--full adds 10,000 clients for every method, ~25 min)"
+	@echo "make bench-flower  fedlib vs Flower's simulation engine (Ray), in $(FLOWER_VENV)/"
+	@echo "make bench-chapters  execute the chapters, record time and peak memory of each"
+	@echo "make bench-all   bench, bench-flower and bench-chapters: the figures of the book's"
+	@echo "                 benchmark page (notebooks/93_benchmarks.ipynb)"
 	@echo "make clean       remove $(BUILD)/"
 
 # --- environment -----------------------------------------------------------------------------
@@ -141,8 +146,31 @@ html-check: install chromium
 screenshots: install chromium
 	BOOK_SCREENSHOTS=1 $(PY) -m pytest ci/test_book_html.py -p no:cacheprovider
 
+# --- benchmarks (figures, not tests) -> benchmarks/results.json -------------------------------
+
+BENCH_ARGS ?=
 bench: install
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# Flower's simulation extra (Ray, ~220 MB) stays out of the reader's install and of CI: a venv
+# of its own, with the CPU build of torch (constraints-ci.txt).
+FLOWER_VENV ?= .venv-flower
+$(FLOWER_VENV)/.installed: requirements.txt constraints-ci.txt pyproject.toml
+	@test -x $(FLOWER_VENV)/bin/python || { echo "Creating $(FLOWER_VENV)"; $(PYTHON) -m venv $(FLOWER_VENV); }
+	$(FLOWER_VENV)/bin/python -m pip install -q -c constraints-ci.txt -r requirements.txt \
+		"flwr[simulation]==1.42.0"
+	$(FLOWER_VENV)/bin/python -m pip install -q -e . --no-deps
+	@touch $@
+
+bench-flower: $(FLOWER_VENV)/.installed
+	$(FLOWER_VENV)/bin/python benchmarks/flower_sim.py
+
+# Each chapter in book mode (papermill records the time, ci/run_papermill.py the kernel's peak
+# memory), then collected into the record.
+bench-chapters: execute
+	$(PY) benchmarks/chapters.py --executed $(EXECUTED) --jobs $(JOBS)
+
+bench-all: bench bench-flower bench-chapters
 
 clean:
 	rm -rf $(BUILD)
