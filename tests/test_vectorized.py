@@ -211,6 +211,21 @@ class WithLayerNorm(nn.Module):
         return self.head(self.norm(self.flat(x)))
 
 
+class TiedHead(nn.Module):
+    """Two linear layers sharing one weight matrix."""
+
+    def __init__(self):
+        super().__init__()
+        self.flat = nn.Flatten()
+        self.first = nn.Linear(192, 192, bias=False)
+        self.second = nn.Linear(192, 192, bias=False)
+        self.second.weight = self.first.weight
+        self.head = nn.Linear(192, 3)
+
+    def forward(self, x):
+        return self.head(self.second(self.first(self.flat(x))))
+
+
 @pytest.mark.parametrize(
     ("method", "model_fn", "match"),
     [
@@ -223,8 +238,10 @@ class WithLayerNorm(nn.Module):
         (FedAvg(), lambda: SmallCNN(3, 3, width=2, dropout=0.2), "is a dropout"),
         (FedAvg(), MixesChannels, "mixes the clients' channels"),
         (FedAvg(), WithLayerNorm, r"'norm' \(LayerNorm\) holds tensors"),
+        (FedAvg(), TiedHead, r"'first.weight' and 'second.weight' are one tensor"),
     ],
-    ids=["ditto", "moon", "fedlc", "own-loss", "adam", "persist", "dropout", "mixing", "layernorm"],
+    ids=["ditto", "moon", "fedlc", "own-loss", "adam", "persist", "dropout", "mixing", "layernorm",
+         "tied"],
 )
 def test_what_cannot_be_vectorized_exactly_is_refused(method, model_fn, match):
     with pytest.raises(ValueError, match="'vectorize=True' cannot train this run exactly: .*"

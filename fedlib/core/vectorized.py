@@ -47,7 +47,8 @@ run after training, ``after_local_training`` and ``reply_arrays``, are called pe
 the trained weights and are fine), Adam, ``optimizer_state="persist"``, dropout (its masks come
 from the global generator), BatchNorm with ``momentum=None``, layers the folding does not know
 (those with parameters or buffers; parameter-free layers are accepted when the probe passes),
-and datasets that are not in memory (``images`` and ``labels`` tensors).
+tied weights (one tensor under two state-dict names), and datasets that are not in memory
+(``images`` and ``labels`` tensors).
 """
 
 from __future__ import annotations
@@ -293,6 +294,14 @@ def check_vectorizable(algorithm: Algorithm, model: nn.Module, sample: Any = Non
     if algorithm.optimizer_state != "reset":
         raise _refuse(f"{owner} uses optimizer_state={algorithm.optimizer_state!r}; "
                       "only 'reset' is vectorized")
+    holders: dict[int, str] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        first = holders.setdefault(id(tensor), name)
+        if first != name:
+            raise _refuse(
+                f"the model's {first!r} and {name!r} are one tensor (tied weights); each "
+                "state-dict entry is stacked and trained on its own"
+            )
     folded = fold_model(model)
     if sample is not None:
         _probe(model, folded, sample)
