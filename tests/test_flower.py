@@ -63,17 +63,45 @@ def both(method_fn, model_fn=tiny_cnn, data_fn=blobs, simulation=Simulation, rou
 # ------------------------------------------------------------------ every method
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_on_flower_gives_the_simulators_global_weights(name):
-    """Bit-identical: same seeds per (round, client), replies sorted by client id, and tensors
-    that cross Flower's wire unchanged. CReFF's global weights are equal too; its re-trained
-    classifier (a server-side extra, drawn from torch's generator) is seeded per round on
-    Flower, while the simulator's server step continues the last client's random stream."""
+    """Bit-identical: same seeds per (round, client), replies sorted by client id, tensors
+    that cross Flower's wire unchanged, and one seeded server step (server-side extras such as
+    CReFF's synthetic features are equal too)."""
     sim, run = both(lambda: get_method(name, **FAST.get(name, {})))
     assert max_abs_difference(sim.state_.weights, run.strategy.state_.weights) == 0.0
     assert run.strategy.state_.round == 2
     assert [r["clients"] for r in run.strategy.history_] == [[0, 1, 2], [0, 1, 2]]
     tensors = {k for k, v in sim.state_.extra.items() if isinstance(v, torch.Tensor)}
-    for key in tensors - {"creff_features"}:
+    for key in tensors:
         assert torch.equal(sim.state_.extra[key], run.strategy.state_.extra[key]), key
+
+
+def test_creffs_server_step_is_seeded_alike_on_flower_and_in_the_simulator():
+    """CReFF's server step draws random numbers (initial synthetic features, a fresh classifier,
+    shuffles): both drivers seed it by (seed, round) through one function, so the re-trained
+    classifier and the evaluation weights agree, whatever the clients drew."""
+    sim, run = both(lambda: get_method("creff", **FAST["creff"]), rounds=3)
+    strategy = run.strategy
+    assert max_abs_difference(sim.state_.weights, strategy.state_.weights) <= 1e-6
+    for key in ("creff_features", "creff_classifier"):
+        ours, theirs = sim.state_.extra[key], strategy.state_.extra[key]
+        if isinstance(ours, torch.Tensor):
+            ours, theirs = {key: ours}, {key: theirs}
+        assert max_abs_difference(ours, theirs) <= 1e-6, key
+    evaluated = sim.algorithm.eval_weights(sim._full_global_weights(), sim.state_)
+    deployed = strategy.algorithm.eval_weights(strategy.global_weights(), strategy.state_)
+    assert max_abs_difference(evaluated, deployed) <= 1e-6
+    # the server step does not continue a client's random stream: from the same replies, the
+    # same seed gives the same fresh classifier, another seed another one
+    from fedlib.core.rounds import aggregate_round
+
+    replies = sim.local_updates()
+    one = aggregate_round(sim.algorithm, sim.state_, replies, seed=sim.seed)
+    again = aggregate_round(sim.algorithm, sim.state_, replies, seed=sim.seed)
+    other = aggregate_round(sim.algorithm, sim.state_, replies, seed=sim.seed + 1)
+    assert torch.equal(one.extra["creff_classifier"]["weight"],
+                       again.extra["creff_classifier"]["weight"])
+    assert not torch.equal(one.extra["creff_classifier"]["weight"],
+                           other.extra["creff_classifier"]["weight"])
 
 
 @pytest.mark.parametrize("name", SEGMENTATION)

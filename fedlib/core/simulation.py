@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy as copy_module
 import dataclasses
 import logging
-import math
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -19,22 +18,29 @@ from tqdm import tqdm
 
 from fedlib._validation import NONE, AnyOf, InstanceOf, Interval, Options, validate_params
 from fedlib.core.aggregation import StreamedReplies, StreamingAverage, weighted_average
-from fedlib.core.algorithm import Algorithm, build_model, working_copy
+from fedlib.core.algorithm import Algorithm, build_model
 from fedlib.core.checkpoint import load_checkpoint, save_checkpoint
 from fedlib.core.evaluate import BASIC_METRICS, evaluate, predict, shared_test
 from fedlib.core.history import History
 from fedlib.core.protocol import ClientReply, ClientState, GlobalState
+from fedlib.core.rounds import (
+    aggregate_round,
+    check_finite,
+    derive_seed,
+    derive_seeds,
+    finetune_for_evaluation,
+    local_round,
+    seed_global_generators,
+)
 from fedlib.core.storage import DiskClientStates, RecordTable
 from fedlib.data.base import FederatedDataset
 from fedlib.utils import device as default_device
 
-__all__ = ["ClientError", "Simulation", "derive_seed", "predict"]
+__all__ = ["ClientError", "Simulation", "check_finite", "derive_seed", "predict"]
 
 logger = logging.getLogger("fedlib")
 
 CHECKPOINT_FORMAT = 2
-EVAL_SEED_TAG = 1
-"""Fourth part of the seed of evaluation-time work, ``(seed, round, client, EVAL_SEED_TAG)``."""
 
 
 class ClientError(RuntimeError):
@@ -43,56 +49,6 @@ class ClientError(RuntimeError):
     def __init__(self, client_id: int, round_: int, cause: BaseException | str):
         self.client_id, self.round = client_id, round_
         super().__init__(f"client {client_id} failed in round {round_ + 1}: {cause}")
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (run seed, round, client id), independent per tuple."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
-
-
-_WORD = np.uint64(0xFFFFFFFF)
-
-
-def derive_seeds(prefix: tuple[int, ...], last: list[int]) -> list[int]:
-    """``[derive_seed(*prefix, c) for c in last]``, computed for all ``c`` at once.
-
-    numpy's ``SeedSequence`` (the entropy pool of O'Neill's ``seed_seq``: hash, mix, then
-    generate two 32-bit words) written on arrays of 32-bit words held in ``uint64``; parts of
-    32 bits or more take the one-by-one path.
-    """
-    parts = [int(p) for p in prefix]
-    if not last or any(not 0 <= p < 2**32 for p in [*parts, *last]):
-        return [derive_seed(*parts, c) for c in last]
-    n = len(last)
-    words = [np.full(n, p, dtype=np.uint64) for p in parts] + [np.asarray(last, np.uint64)]
-    state = {"hash": np.uint64(0x43B0D7E5)}
-
-    def hashmix(value: np.ndarray) -> np.ndarray:
-        value = (value ^ state["hash"]) & _WORD
-        state["hash"] = (state["hash"] * np.uint64(0x931E8875)) & _WORD
-        value = (value * state["hash"]) & _WORD
-        return value ^ (value >> np.uint64(16))
-
-    def mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        result = (np.uint64(0xCA01F9DD) * x - np.uint64(0x4973F715) * y) & _WORD
-        return result ^ (result >> np.uint64(16))
-
-    zero = np.zeros(n, dtype=np.uint64)
-    pool = [hashmix(words[i] if i < len(words) else zero) for i in range(4)]
-    for src in range(4):
-        for dst in range(4):
-            if src != dst:
-                pool[dst] = mix(pool[dst], hashmix(pool[src]))
-    for src in range(4, len(words)):
-        for dst in range(4):
-            pool[dst] = mix(pool[dst], hashmix(words[src]))
-    out, hash_b = [], 0x8B51F9DD
-    for i in range(2):
-        value = (pool[i] ^ np.uint64(hash_b)) & _WORD
-        hash_b = (hash_b * 0x58F38DED) & 0xFFFFFFFF
-        value = (value * np.uint64(hash_b)) & _WORD
-        out.append(value ^ (value >> np.uint64(16)))
-    return ((out[0] | (out[1] << np.uint64(32))) >> np.uint64(1)).tolist()
 
 
 class Simulation:
@@ -452,7 +408,7 @@ class Simulation:
                 )
             if stream is not None:
                 replies = StreamedReplies(replies, stream.result())
-            new_global = self.algorithm.aggregate(start, replies)
+            new_global = aggregate_round(self.algorithm, start, replies, seed=self.seed)
         except BaseException:
             if staging:
                 self.client_states_.discard_staged()
@@ -542,15 +498,8 @@ class Simulation:
         check_finite(reply, arrays_finite=arrays_finite)
 
     def _seed_global(self, seed: int) -> None:
-        """Seed torch's global generators that local work may draw from (dropout masks,
-        ``torch.randn`` in a hook): the CPU one, and the training device's. Cheaper than
-        ``torch.manual_seed``, which also registers every accelerator, and the same CPU stream."""
-        torch.default_generator.manual_seed(seed)
-        if self.device.type == "cuda":
-            index = self.device.index
-            if index is None:
-                index = torch.cuda.current_device()
-            torch.cuda.default_generators[index].manual_seed(seed)
+        """:func:`~fedlib.core.rounds.seed_global_generators` for the training device."""
+        seed_global_generators(seed, self.device)
 
     def _local_work(
         self,
@@ -562,27 +511,23 @@ class Simulation:
         state: ClientState | None = None,
         keep_post_local: bool | None = None,
     ) -> tuple[ClientReply, ClientState]:
-        """One client's seeded local round (from ``start`` and ``state``, by default the
-        current global state and the client's stored state); raises if the update is not
-        finite."""
-        seed = self._client_seed(round_, client_id)
-        self._seed_global(seed)
-        generator = torch.Generator().manual_seed(seed)
-        message = algorithm.message_for(self.state_ if start is None else start, client_id)
-        reply, new_state = algorithm.client_update(
+        """One client's seeded local round (:func:`~fedlib.core.rounds.local_round`, from
+        ``start`` and ``state``, by default the current global state and the client's stored
+        state); raises if the update is not finite."""
+        return local_round(
+            algorithm,
             self.model_,
-            message,
+            algorithm.message_for(self.state_ if start is None else start, client_id),
             self.client_states_[client_id] if state is None else state,
             self.dataset.train[client_id],
+            seed=self.seed,
             client_id=client_id,
             num_classes=self.dataset.num_classes,
             initial_weights=self.initial_weights_,
-            generator=generator,
             device=self.device,
             keep_post_local=keep_post_local,
+            client_seed=self._client_seed(round_, client_id),
         )
-        check_finite(reply)
-        return reply, new_state
 
     def _train_clients(self, round_: int, selected: list[int], stream: StreamingAverage | None):
         """``(client, (reply, new state, old state), streamed)`` per sampled client, in order;
@@ -648,21 +593,11 @@ class Simulation:
         data = self.dataset.train[client_id]
         if len(data) == 0:
             return
-        seed = derive_seed(self.seed, self.state_.round, client_id, EVAL_SEED_TAG)
-        with torch.random.fork_rng(devices=[]):
-            self._seed_global(seed)
-            self.model_.to(self.device).train()
-            ctx = self.algorithm.local_context(
-                self.model_,
-                self.algorithm.message_for(self.state_, client_id),
-                working_copy(state),
-                data,
-                client_id=client_id,
-                num_classes=self.dataset.num_classes,
-                generator=torch.Generator().manual_seed(seed),
-                device=self.device,
-            )
-            self.algorithm.finetune_for_eval(self.model_, ctx)
+        finetune_for_evaluation(
+            self.algorithm, self.model_, self.algorithm.message_for(self.state_, client_id),
+            state, data, seed=self.seed, client_id=client_id,
+            num_classes=self.dataset.num_classes, device=self.device,
+        )
         # fine-tuning is deterministic per (round, client): keep the result for the other
         # evaluations of this round (the per-round history, then fedlib.evaluation)
         tuned = {k: v.detach().clone() for k, v in self.model_.state_dict().items()}
@@ -787,26 +722,6 @@ class Simulation:
             client_records=RecordTable(payload["client_records"]),
             config=self.describe(),
         )
-
-
-def check_finite(reply: ClientReply, *, arrays_finite: bool | None = None) -> None:
-    """Raise ``FloatingPointError`` when a reply's arrays or training loss are not finite (one
-    batched max-norm over the arrays, unless the caller already knows, ``arrays_finite``; the
-    offending keys are named)."""
-    if arrays_finite is None:
-        floats = [v for v in reply.arrays.values() if v.is_floating_point()]
-        arrays_finite = not floats or math.isfinite(
-            torch.stack(torch._foreach_norm(floats, math.inf)).max()
-        )
-    if not arrays_finite:
-        bad = [
-            k
-            for k, v in reply.arrays.items()
-            if v.is_floating_point() and not torch.isfinite(v).all()
-        ]
-        raise FloatingPointError(f"its update has non-finite values in {bad[:3]}")
-    if not math.isfinite(reply.metrics.get("train_loss", 0.0)):
-        raise FloatingPointError("its training loss is not finite")
 
 
 def _weighted_mean(values: list[float], weights: list[int]) -> float:

@@ -6,9 +6,10 @@ FedlibStrategy`:
 * ``query.identify``: the node's ``partition-id`` (from its node config) and the size of its
   data, so the server maps Flower's random node ids to fedlib's client ids;
 * ``train``: the round message, as records; the reply carries the client's arrays, side data
-  and metrics. The local work is seeded exactly as the in-process simulator seeds it
-  (:func:`local_round`), so a deployment and :class:`~fedlib.core.Simulation` give the same
-  global model for the same seed and partitions;
+  and metrics. The local work is the in-process simulator's own function
+  (:func:`fedlib.core.rounds.local_round`, seeded by ``(seed, round, client)``), so a deployment
+  and :class:`~fedlib.core.Simulation` give the same global model for the same seed and
+  partitions;
 * ``evaluate``: the global model (and the client's own model, for specialization) scored on
   the node's test split.
 
@@ -31,11 +32,12 @@ from flwr.clientapp import ClientApp
 from torch import nn
 from torch.utils.data import Dataset
 
-from fedlib.core.algorithm import Algorithm, build_model, working_copy
+from fedlib.core.algorithm import Algorithm, build_model
 from fedlib.core.checkpoint import load_weights, save_weights
 from fedlib.core.evaluate import evaluate
 from fedlib.core.protocol import ClientReply, ClientState, RoundMessage
-from fedlib.core.simulation import EVAL_SEED_TAG, check_finite, derive_seed
+from fedlib.core.rounds import finetune_for_evaluation
+from fedlib.core.rounds import local_round as seeded_local_round
 from fedlib.flower.records import (
     FEDLIB,
     NUM_EXAMPLES,
@@ -71,15 +73,6 @@ class Site:
     num_classes: int
 
 
-def seed_global_generators(seed: int, device: torch.device) -> None:
-    """Seed torch's global generators that local work may draw from (dropout, ``torch.randn``
-    in a hook): the CPU one and the training device's, as the simulator does."""
-    torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        torch.cuda.default_generators[index].manual_seed(seed)
-
-
 def local_round(
     algorithm: Algorithm,
     model: nn.Module,
@@ -94,29 +87,15 @@ def local_round(
     device: torch.device,
     keep_post_local: bool | None = None,
 ) -> tuple[ClientReply, ClientState]:
-    """One client's seeded local round, as :class:`~fedlib.core.Simulation` plays it.
-
-    The round's seed is ``derive_seed(seed, round, client)``; it seeds torch's global
-    generators and the generator that shuffles the batches. Torch's global random state is
-    restored afterwards. Raises ``FloatingPointError`` when the update is not finite.
-    """
-    round_seed = derive_seed(seed, message.round, client_id)
+    """One client's seeded local round on a node: :func:`fedlib.core.rounds.local_round` (what
+    :class:`~fedlib.core.Simulation` runs), with torch's global random state restored
+    afterwards, since a node process answers other messages too."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        seed_global_generators(round_seed, device)
-        reply, new_state = algorithm.client_update(
-            model,
-            message,
-            state,
-            data,
-            client_id=client_id,
-            num_classes=num_classes,
-            initial_weights=initial_weights,
-            generator=torch.Generator().manual_seed(round_seed),
-            device=device,
+        return seeded_local_round(
+            algorithm, model, message, state, data, seed=seed, client_id=client_id,
+            num_classes=num_classes, initial_weights=initial_weights, device=device,
             keep_post_local=keep_post_local,
         )
-    check_finite(reply)
-    return reply, new_state
 
 
 class NodeStateStore:
@@ -292,16 +271,10 @@ class FedlibClient:
         self.model.load_state_dict(algorithm.spec_weights(full, state))
         if type(algorithm).finetune_for_eval is Algorithm.finetune_for_eval or not len(site.train):
             return
-        seed = derive_seed(self.seed, message.round, partition_id, EVAL_SEED_TAG)
-        with torch.random.fork_rng(devices=[]):
-            seed_global_generators(seed, self.device)
-            self.model.to(self.device).train()
-            ctx = algorithm.local_context(
-                self.model, message, working_copy(state), site.train, client_id=partition_id,
-                num_classes=site.num_classes, generator=torch.Generator().manual_seed(seed),
-                device=self.device,
-            )
-            algorithm.finetune_for_eval(self.model, ctx)
+        finetune_for_evaluation(
+            algorithm, self.model, message, state, site.train, seed=self.seed,
+            client_id=partition_id, num_classes=site.num_classes, device=self.device,
+        )
 
 
 @dataclass

@@ -44,7 +44,7 @@ from torch import nn
 from fedlib._validation import NONE, AnyOf, InstanceOf, Interval, Options, validate_params
 from fedlib.core.algorithm import Algorithm, build_model
 from fedlib.core.protocol import ClientReply, GlobalState
-from fedlib.core.simulation import check_finite, derive_seed
+from fedlib.core.rounds import aggregate_round, check_finite
 from fedlib.flower.client import EVAL_ARRAYS, IDENTIFY
 from fedlib.flower.records import (
     FEDLIB,
@@ -57,12 +57,6 @@ from fedlib.flower.records import (
 __all__ = ["FedlibStrategy", "NodeFailure", "sample_partitions"]
 
 logger = logging.getLogger("fedlib")
-
-SERVER_SEED_TAG = 2
-"""Fourth part of the seed of the server's aggregation step, ``(seed, round, 0, 2)``: a method
-whose server step draws random numbers (CReFF's synthetic features) draws the same ones in
-every deployment."""
-
 
 class NodeFailure(RuntimeError):
     """A round could not be completed as configured (``on_node_failure``)."""
@@ -383,9 +377,7 @@ class FedlibStrategy(Strategy):
                 raise self._failure(server_round, failed, any_valid=bool(good))
             logger.warning("round %d: skipped %s", server_round, _details(failed))
         ordered = [good[p] for p in sorted(good)]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, round_, 0, SERVER_SEED_TAG))
-            self.state_ = self.algorithm.aggregate(start, ordered)
+        self.state_ = aggregate_round(self.algorithm, start, ordered, seed=self.seed)
         for p in good:
             self.committed_[p] = round_
         sizes = [r.num_examples for r in ordered]
