@@ -6,7 +6,9 @@ Layout of ``--out RUN_DIR``::
       run.json            format, the settings shared by every seed, their fingerprint, the seeds
       seedN/
         config.json       everything needed to rebuild the model and the dataset (below)
-        checkpoint.pt     the last round's full state (weights-only torch file), for --resume
+        checkpoint.pt     the full state after the latest checkpointed round (weights-only
+                          torch file), for --resume: written every --checkpoint-every N rounds
+                          and after the last; absent with N = 0
         history.csv       one row per round;  clients.csv: one row per (round, client)
         simulation.json   the simulator's settings and data fingerprint (Simulation.describe)
         model.pt          final global model: torch.save(state_dict), read with weights_only=True

@@ -106,7 +106,11 @@ def test_run_with_proportional_local_test_sets(tmp_path):
         (["--method", "fedavg", "--threads", "0"], "--threads must be an int >= 1, got 0"),
         (["--method", "fedavg", "--device", "tpu"],
          "--device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got 'tpu'"),
-        (["--method", "fedavg", "--checkpoint-every", "-1"], "--checkpoint-every must be"),
+        (["--method", "fedavg", "--checkpoint-every", "-1"],
+         r"argument --checkpoint-every: must be an int >= 0 \(N: a checkpoint every N rounds "
+         r"and after the last; 0: none\), got '-1'"),
+        (["--method", "fedavg", "--checkpoint-every", "2.5"],
+         r"argument --checkpoint-every: must be an int >= 0 .*, got '2.5'"),
         (["--method", "fedavg", "--seeds", "1", "1"], "--seeds must be distinct"),
         (["--method", "fedavg", "--dataset", "medmnist:foomnist"],
          "unknown MedMNIST dataset 'foomnist'"),

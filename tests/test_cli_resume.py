@@ -176,3 +176,20 @@ def test_checkpoint_every_zero_writes_no_checkpoint_and_resume_restarts_a_seed(t
     (out / "seed0" / "summary.json").unlink()  # killed before any checkpoint: started afresh
     assert run(out, "--checkpoint-every", "0", "--resume") == 0
     assert (out / "seed0" / "model.pt").read_bytes() == final
+
+
+def test_checkpoint_every_n_reaches_the_simulator(tmp_path, monkeypatch):
+    """--checkpoint-every 2 of 3 rounds: checkpoints after rounds 2 and 3 (the last)."""
+    from fedlib.core import simulation
+
+    written, save = [], simulation.save_checkpoint
+
+    def recording(directory, payload):
+        written.append(payload["round"])
+        return save(directory, payload)
+
+    monkeypatch.setattr(simulation, "save_checkpoint", recording)
+    out = tmp_path / "r"
+    assert run(out, "--checkpoint-every", "2", rounds="3") == 0
+    assert written == [2, 3]
+    assert torch.load(out / "seed0" / "checkpoint.pt", weights_only=True)["round"] == 3

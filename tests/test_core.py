@@ -133,6 +133,99 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, optimizer_sta
     assert h_whole[1].equals(h_resumed[1])
 
 
+class KilledInRound(Simulation):
+    """A run killed while it plays round ``killed_in`` (1-based), before that round ends."""
+
+    killed_in = 4
+
+    def _play_round(self, round_: int):
+        if round_ + 1 == self.killed_in:
+            raise KeyboardInterrupt
+        return super()._play_round(round_)
+
+
+def all_tensors_equal(a, b) -> bool:
+    """Nested containers of tensors and plain values, equal bit for bit."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(all_tensors_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(all_tensors_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+FAST = {"creff": {"retrain_epochs": 2, "match_steps": 2}, "fedbabu": {"ft_epochs": 1}}
+
+
+@pytest.mark.parametrize("name", ["fedavg", "ditto", "fedper", "scaffold", "creff", "fednpr",
+                                  "fedbabu", "fca"])
+def test_resume_from_a_checkpoint_every_two_rounds_equals_the_uninterrupted_run(tmp_path, name):
+    """5 rounds, a checkpoint every 2: killed in round 4, the run resumes from round 2 and ends
+    as the uninterrupted run (weights, server extras, client states, history)."""
+    settings = dict(num_rounds=5, fraction=0.67, seed=2, progress=False)
+    method = get_method(name, lr=0.1, **FAST.get(name, {}))
+    whole = Simulation(method, tiny_cnn, blobs(), **settings)
+    whole.run()
+
+    killed = KilledInRound(method, tiny_cnn, blobs(), checkpoint_dir=tmp_path, checkpoint_every=2,
+                           **settings)
+    with pytest.raises(KeyboardInterrupt):
+        killed.run()
+    assert killed.state_.round == 3  # it had played 3 rounds, the checkpoint holds 2
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["round"] == 2
+    resumed = Simulation(method, tiny_cnn, blobs(), checkpoint_dir=tmp_path, checkpoint_every=2,
+                         **settings)
+    resumed.run(resume=True)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["round"] == 5
+
+    assert same_weights(whole.state_.weights, resumed.state_.weights)
+    assert all_tensors_equal(whole.state_.extra, resumed.state_.extra)
+    for k in whole.client_states_:
+        assert all_tensors_equal(whole.client_states_[k].to_payload(),
+                                 resumed.client_states_[k].to_payload())
+    h_whole, h_resumed = history_without_times(whole), history_without_times(resumed)
+    assert h_whole[0].equals(h_resumed[0])
+    assert h_whole[1].equals(h_resumed[1])
+    assert same_weights(dict(whole.client_model(0).state_dict()),
+                        dict(resumed.client_model(0).state_dict()))
+
+
+class CheckpointRounds(Simulation):
+    """Records after which rounds a checkpoint is written."""
+
+    def _checkpoint_payload(self):
+        self.written = [*getattr(self, "written", []), self.state_.round]
+        return super()._checkpoint_payload()
+
+
+@pytest.mark.parametrize(("every", "written"), [
+    (None, [1, 2, 3, 4, 5]), (1, [1, 2, 3, 4, 5]), (2, [2, 4, 5]), (3, [3, 5]), (5, [5]),
+    (7, [5]), (0, []),
+])
+def test_checkpoints_are_written_every_n_rounds_and_after_the_last(tmp_path, every, written):
+    sim = CheckpointRounds(FedAvg(), tiny_cnn, blobs(), num_rounds=5, progress=False,
+                           checkpoint_dir=tmp_path, checkpoint_every=every)
+    sim.run()
+    assert getattr(sim, "written", []) == written
+    assert (tmp_path / "checkpoint.pt").exists() == bool(written)
+
+
+@pytest.mark.parametrize("every", [-1, 1.5, True, "2"])
+def test_checkpoint_every_refuses_what_is_not_an_int_at_least_zero(tmp_path, every):
+    with pytest.raises((TypeError, ValueError), match=r"'checkpoint_every' must be None or an "
+                       r"int >= 0, got"):
+        Simulation(FedAvg(), tiny_cnn, blobs(), num_rounds=2, checkpoint_dir=tmp_path,
+                   checkpoint_every=every)
+
+
+def test_checkpoint_every_needs_a_folder_to_write_to():
+    with pytest.raises(ValueError, match="'checkpoint_every'=2 needs a 'checkpoint_dir'"):
+        Simulation(FedAvg(), tiny_cnn, blobs(), num_rounds=2, checkpoint_every=2)
+    sim = Simulation(FedAvg(), tiny_cnn, blobs(), num_rounds=2, checkpoint_every=0)
+    assert sim.checkpoint_every == 0
+
+
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     Simulation(
         FedAvg(), tiny_cnn, blobs(), num_rounds=1, progress=False, checkpoint_dir=tmp_path

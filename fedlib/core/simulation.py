@@ -90,7 +90,13 @@ class Simulation:
         round's aggregation with a warning (its state is left as before the round).
         Non-finite updates count as failures.
     checkpoint_dir : path, optional
-        Save a checkpoint after every round; ``run(resume=True)`` continues from it.
+        Save a checkpoint there (``checkpoint.pt``, replaced each time) every
+        ``checkpoint_every`` rounds; ``run(resume=True)`` continues from the last one, and the
+        resumed run equals the uninterrupted one bit for bit (weights, client states, history).
+    checkpoint_every : int >= 0, optional
+        ``N``: a checkpoint after every ``N``-th round and after the last round; ``0``: none.
+        Default: 1 with a ``checkpoint_dir``, 0 without; a positive value needs a
+        ``checkpoint_dir``. Not part of a run's settings: a run may resume with another value.
     vectorize : bool, default False
         Train each round's sampled clients together (:mod:`fedlib.core.vectorized`:
         ``torch.func.vmap`` over the clients' stacked parameters, with a functional optimizer
@@ -135,6 +141,7 @@ class Simulation:
         "round_order": Options(("train_first", "aggregate_first")),
         "progress": InstanceOf(bool),
         "on_client_error": Options(("raise", "skip")),
+        "checkpoint_every": AnyOf(NONE, Interval(int, 0, None)),
         "vectorize": InstanceOf(bool),
         "algorithm": InstanceOf(Algorithm, description="a fedlib Algorithm"),
         "dataset": InstanceOf(FederatedDataset, description="a FederatedDataset"),
@@ -158,6 +165,7 @@ class Simulation:
         progress: bool = True,
         on_client_error: str = "raise",
         checkpoint_dir: str | None = None,
+        checkpoint_every: int | None = None,
         vectorize: bool = False,
         client_state_dir: str | None = None,
     ):
@@ -176,12 +184,20 @@ class Simulation:
                 round_order=round_order,
                 progress=progress,
                 on_client_error=on_client_error,
+                checkpoint_every=checkpoint_every,
                 vectorize=vectorize,
             ),
             self._constraints,
         )
         if not callable(model_fn):
             raise TypeError(f"Simulation: 'model_fn' must be callable, got {model_fn!r}.")
+        if checkpoint_every is None:
+            checkpoint_every = 0 if checkpoint_dir is None else 1
+        elif checkpoint_every > 0 and checkpoint_dir is None:
+            raise ValueError(
+                f"Simulation: 'checkpoint_every'={checkpoint_every} needs a 'checkpoint_dir' "
+                "to write the checkpoints to (or 0: no checkpoints)."
+            )
         self.algorithm = algorithm
         self.model_fn = model_fn
         self.dataset = dataset
@@ -199,6 +215,7 @@ class Simulation:
         self.progress = progress
         self.on_client_error = on_client_error
         self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
         self.vectorize = vectorize
         self.client_state_dir = client_state_dir
 
@@ -281,7 +298,7 @@ class Simulation:
                     if "gen_balanced_accuracy" in record:
                         shown["bacc"] = f"{record['gen_balanced_accuracy']:.3f}"
                     bar.set_postfix(shown)
-                if self.checkpoint_dir is not None:
+                if self._checkpoint_due(round_ + 1):
                     save_checkpoint(self.checkpoint_dir, self._checkpoint_payload())
         bar.close()
         return self.history_
@@ -335,6 +352,12 @@ class Simulation:
             ]
 
     # ------------------------------------------------------------------ set-up
+    def _checkpoint_due(self, done: int) -> bool:
+        """Whether a checkpoint follows the ``done``-th round: every ``checkpoint_every``
+        rounds, and after the last."""
+        every = self.checkpoint_every
+        return every > 0 and (done % every == 0 or done == self.num_rounds)
+
     def _build(self, seed: int) -> nn.Module:
         return build_model(lambda: self.algorithm.prepare_model(self.model_fn()), seed)
 
