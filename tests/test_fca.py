@@ -93,9 +93,11 @@ def test_the_four_pairings_read_the_heads_they_claim():
         evaluate_run(sim)["gen_balanced_accuracy"])
     # zeroing every personalized head changes only the pairings that read it
     for k in range(3):
+        state = sim.client_states_[k]  # a copy: stored back below
         for name in PERSONAL:
-            sim.client_states_[k].personal[name] = torch.zeros_like(
-                sim.client_states_[k].personal[name])
+            state.personal[name] = torch.zeros_like(state.personal[name])
+        sim.client_states_[k] = state
+    assert not any(sim.client_states_[k].personal[n].any() for k in range(3) for n in PERSONAL)
     zeroed = head_grid(sim)
     key = ["fca_global_head", "fca_local_head"]
     before, after = grid.set_index(key), zeroed.set_index(key)

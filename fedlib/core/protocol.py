@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,17 +85,16 @@ class ClientState:
     method : dict of str to object
         The method's own entries; their names and meaning are declared by
         ``Algorithm.client_state_fields`` (e.g. Ditto's ``personal_model``).
+
+    Local training works on a working copy (:func:`fedlib.core.algorithm.working_copy`: new
+    containers around the same tensors, which hooks replace, never modify), and the new state
+    replaces the stored one only when the round commits.
     """
 
     personal: dict[str, torch.Tensor] = field(default_factory=dict)
     post_local: dict[str, torch.Tensor] | None = None
     optimizer: dict[str, Any] | None = None
     method: dict[str, Any] = field(default_factory=dict)
-
-    def copy(self) -> ClientState:
-        """A deep copy: local training works on it, and it replaces the stored state only when
-        the round commits."""
-        return copy.deepcopy(self)
 
     def to_payload(self) -> dict[str, Any]:
         """Plain containers of tensors (for weights-only checkpoints)."""

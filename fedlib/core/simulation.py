@@ -32,7 +32,7 @@ from fedlib.core.rounds import (
     local_round,
     seed_global_generators,
 )
-from fedlib.core.storage import DiskClientStates, RecordTable
+from fedlib.core.storage import DiskClientStates, PackedClientStates, PackedState, RecordTable
 from fedlib.data.base import FederatedDataset
 from fedlib.utils import device as default_device
 
@@ -107,10 +107,12 @@ class Simulation:
         Keep each client's persistent state in a file there (one per client,
         :class:`~fedlib.core.storage.DiskClientStates`) instead of in memory: a state is read
         when its client trains or is evaluated, and a round's new states are written as they
-        come and replace the stored ones when the round commits. Kept in memory, a client's
-        new state and its previous one coexist until the round commits (an aborted round
-        leaves every state as it was), so a round's peak holds the sampled clients' states
-        twice.
+        come and replace the stored ones when the round commits. In memory
+        (:class:`~fedlib.core.storage.PackedClientStates`), each state is packed into one
+        buffer per dtype, so it costs its tensors' bytes (plus alignment to 64 bytes) rather
+        than an object and an allocation per tensor; a client's new state and its previous one
+        coexist until the round commits (an aborted round leaves every state as it was), so a
+        round's peak holds the sampled clients' states twice.
 
     Clients without training data never train (a warning names them); they are still
     evaluated on their test split.
@@ -228,15 +230,15 @@ class Simulation:
         self.state_.extra["num_clients"] = dataset.num_clients  # the federation's size N
         if round_order == "aggregate_first":
             self._average_client_inits()
-        self.client_states_: dict[int, ClientState] | DiskClientStates = (
-            {k: ClientState() for k in dataset.client_ids()}
+        self.client_states_: PackedClientStates | DiskClientStates = (
+            PackedClientStates(dataset.client_ids())
             if client_state_dir is None
             else DiskClientStates(client_state_dir, dataset.client_ids())
         )
         self._finetuned_: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
         # post-local models rebuilt on demand: client -> (round, state before it, algorithm)
         # and the global state each such round started with
-        self._replay: dict[int, tuple[int, ClientState, Algorithm]] = {}
+        self._replay: dict[int, tuple[int, PackedState, Algorithm]] = {}
         self._round_starts: dict[int, GlobalState] = {}
         self._round_seeds: dict[tuple[int, int], int] = {}
         self.history_ = History(config=self.describe(), client_records=RecordTable())
@@ -403,11 +405,11 @@ class Simulation:
         }
         stream = self._aggregation_stream(selected)
         replies: list[ClientReply] = []
-        # client -> (new state, or None once staged on disk; old state, kept for a replay)
-        pending: dict[int, tuple[ClientState | None, ClientState | None]] = {}
+        # client -> its state before the round, packed, when kept for a replay (else None);
+        # the new states are staged in the store as they come
+        pending: dict[int, PackedState | None] = {}
         failed: list[int] = []
         replay = self._replays_post_local()
-        staging = isinstance(self.client_states_, DiskClientStates)
         start = self.state_
         try:
             for client_id, outcome, streamed in self._train_clients(round_, selected, stream):
@@ -420,10 +422,15 @@ class Simulation:
                         stream.add(client_id, reply.arrays)
                     reply = dataclasses.replace(reply, arrays={})
                 replies.append(reply)
-                if staging:
-                    self.client_states_.stage(client_id, new_state)
-                    new_state = None
-                pending[client_id] = (new_state, old_state if replay else None)
+                if replay:  # the stored state is still the one the client started from
+                    pending[client_id] = (
+                        self.client_states_.packed(client_id)
+                        if isinstance(self.client_states_, PackedClientStates)
+                        else PackedState.pack(old_state)
+                    )
+                else:
+                    pending[client_id] = None
+                self.client_states_.stage(client_id, new_state)
             if not replies:
                 raise RuntimeError(
                     f"Simulation: every sampled client failed in round {round_ + 1} "
@@ -433,8 +440,7 @@ class Simulation:
                 replies = StreamedReplies(replies, stream.result())
             new_global = aggregate_round(self.algorithm, start, replies, seed=self.seed)
         except BaseException:
-            if staging:
-                self.client_states_.discard_staged()
+            self.client_states_.discard_staged()
             raise
         self.state_ = new_global
         self._commit(round_, start, pending, replay)
@@ -490,16 +496,13 @@ class Simulation:
         self,
         round_: int,
         start: GlobalState,
-        pending: dict[int, tuple[ClientState | None, ClientState | None]],
+        pending: dict[int, PackedState | None],
         replay: bool,
     ) -> None:
         """Store the round's new client states and, where post-local models are rebuilt on
         demand, what a replay of each client's round needs."""
-        if isinstance(self.client_states_, DiskClientStates):
-            self.client_states_.commit_staged()
-        for client_id, (new_state, old_state) in pending.items():
-            if new_state is not None:
-                self.client_states_[client_id] = new_state
+        self.client_states_.commit_staged()
+        for client_id, old_state in pending.items():
             if replay:
                 self._replay[client_id] = (round_, old_state, self.algorithm)
             else:
@@ -593,8 +596,8 @@ class Simulation:
         round_, before, algorithm = self._replay[client_id]
         with torch.random.fork_rng(devices=[]):
             _, state = self._local_work(
-                round_, client_id, algorithm, start=self._round_starts[round_], state=before,
-                keep_post_local=True,
+                round_, client_id, algorithm, start=self._round_starts[round_],
+                state=before.unpack(), keep_post_local=True,
             )
         return state.post_local
 
@@ -678,7 +681,7 @@ class Simulation:
             "client_records": list(self.history_.client_records),
             "replay": {
                 "clients": {
-                    str(k): {"round": r, "state": before.to_payload()}
+                    str(k): {"round": r, "state": before.unpack().to_payload()}
                     for k, (r, before, _) in self._replay.items()
                 },
                 "rounds": {
@@ -733,7 +736,11 @@ class Simulation:
         self._finetuned_ = {}
         replay = payload.get("replay", {"clients": {}, "rounds": {}})
         self._replay = {
-            int(k): (int(v["round"]), ClientState.from_payload(v["state"]), self.algorithm)
+            int(k): (
+                int(v["round"]),
+                PackedState.pack(ClientState.from_payload(v["state"])),
+                self.algorithm,
+            )
             for k, v in replay["clients"].items()
         }
         self._round_starts = {
