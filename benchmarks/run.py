@@ -290,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                         choices=SCALE_METHODS, help="methods of the scale table")
     parser.add_argument(
         "--full", action="store_true",
-        help="add 10,000 clients for every method and for the states on disk (about 15 "
-             "minutes more on 2 cores)",
+        help="add 10,000 clients for every method and for the states on disk (the longest "
+             "series)",
     )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="run only these sections (the record keeps the others)")
