@@ -46,7 +46,7 @@ PIP_INPUTS := requirements.txt requirements-book.txt requirements-dev.txt constr
 	pyproject.toml
 
 .PHONY: help install book serve test lint unit structure execute nbval smoke html html-check \
-	screenshots chromium bench bench-flower bench-chapters bench-all clean
+	screenshots chromium bench bench-flower bench-chapters bench-all results clean
 
 help:
 	@echo "make book        install, execute the chapters, build the HTML book ($(HTML))"
@@ -68,6 +68,7 @@ help:
 	@echo "make bench-chapters  execute the chapters, record time and peak memory of each"
 	@echo "make bench-all   bench, bench-flower and bench-chapters: the figures of the book's"
 	@echo "                 benchmark page (notebooks/93_benchmarks.ipynb)"
+	@echo "make results     run results/default.json (resumable) and publish results/default/"
 	@echo "make clean       remove $(BUILD)/"
 
 # --- environment -----------------------------------------------------------------------------
@@ -173,6 +174,17 @@ bench-chapters: install
 	$(PY) benchmarks/chapters.py --executed $(EXECUTED) --jobs $(JOBS); exit $${status:-0}
 
 bench-all: bench bench-flower bench-chapters
+
+# The results appendix (notebooks/92_results.ipynb): run the default grid into $(BUILD) (an
+# interrupted run continues where it stopped), then copy its table and a record of the machine
+# to results/default/, the files the appendix reads.
+RESULTS_GRID ?= results/default.json
+RESULTS_OUT ?= $(BUILD)/results/default
+RESULTS_DEST ?= results/default
+
+results: install
+	$(PY) -m fedlib grid $(RESULTS_GRID) --out $(RESULTS_OUT)
+	$(PY) -m fedlib.grid publish $(RESULTS_OUT) $(RESULTS_DEST) --grid $(RESULTS_GRID)
 
 clean:
 	rm -rf $(BUILD)
