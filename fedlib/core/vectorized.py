@@ -85,8 +85,10 @@ if TYPE_CHECKING:
 __all__ = ["check_vectorizable", "fold_model", "train_round"]
 
 CHUNK_ELEMENTS = 640_000
-"""Clients per chunk: about this many input elements per step (``K * B * C * H * W``), so a
-chunk's activations stay in the processor's cache; at least 1 and at most 64 clients."""
+"""Clients per chunk: about this many input elements per step (``K * B * C * H * W``), at least
+1 and at most 64 clients. For 32x32 RGB images in batches of 20 this is 10 clients; on one CPU
+thread, chunks of 10 to 34 such clients took about the same time per round, and chunks of 5 or
+fewer longer (the fixed cost of a step's operations is shared by fewer clients)."""
 
 _MALLOC_THRESHOLDS = {-3: 32 * 2**20, -1: 128 * 2**20}
 """glibc ``mallopt`` settings: ``M_MMAP_THRESHOLD`` (-3) 32 MiB, ``M_TRIM_THRESHOLD`` (-1)
