@@ -577,18 +577,19 @@ class _Vectorizer:
         )
 
     def finite(self, clients: list[_Client], trained: Mapping[str, torch.Tensor]) -> list[bool]:
-        """Per client, whether its trained values of the keys it sends are finite (one
-        max-norm per key over the chunk); empty when the replies are not those values."""
+        """Per client, whether its trained values of the keys it sends are finite (one check
+        over the chunk's sent values side by side); empty when the replies are not those
+        values."""
         if not self.replies_are_trained_weights(clients):
             return []
-        norms = [
-            trained[k].flatten(1).abs().amax(1)
+        rows = [
+            trained[k].flatten(1)
             for k in clients[0].ctx.message.arrays
             if trained[k].is_floating_point() and trained[k][0].numel()
         ]
-        if not norms:
+        if not rows:
             return [True] * len(clients)
-        return torch.isfinite(torch.stack(norms)).all(0).tolist()
+        return torch.isfinite(torch.cat(rows, dim=1)).all(1).tolist()
 
     def finish(
         self,
