@@ -64,6 +64,27 @@ def chapter_row(source: Path, executed: Path) -> dict[str, Any]:
     return row
 
 
+def execution(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """When the chapters ran, not when they were collected: the first start, the last end, the
+    wall seconds between them, and the load average at the first start and at the last end
+    (from the resource records); ``collected`` keeps the date of this program's run."""
+    import datetime as dt
+
+    timed = [r for r in rows if r.get("started") and r.get("finished")]
+    if not timed:
+        return {}
+    first = min(timed, key=lambda r: r["started"])
+    last = max(timed, key=lambda r: r["finished"])
+    start, end = (dt.datetime.fromisoformat(t).astimezone(dt.UTC).replace(microsecond=0)
+                  for t in (first["started"], last["finished"]))
+    out: dict[str, Any] = {"collected": record.now(), "started": start.isoformat(),
+                           "finished": end.isoformat(),
+                           "wall_s": round((end - start).total_seconds(), 1)}
+    if first.get("load_start") and last.get("load_end"):
+        out.update(load_start=first["load_start"], load_end=last["load_end"])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--executed", type=Path, default=record.ROOT / "_build" / "executed",
@@ -94,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r['chapter']:<30} {r['duration_s'] or 0:8.1f} s, kernel peak {peak_text}"
               f"{status}")
     record.merge(args.out, {"chapters": {
-        "run": run.finish(jobs=args.jobs),
+        "run": {**run.finish(jobs=args.jobs), **execution(present)},
         "setting": "book mode (each chapter's parameters cell), papermill, one CPU thread per "
                    "notebook; time = papermill's duration (wall seconds of the whole run); "
                    "memory = peak resident memory of the kernel process",

@@ -68,3 +68,15 @@ def test_chapter_row_reads_papermill_and_resources(tmp_path):
 
     assert chapters.chapter_row(tmp_path / "02_other.ipynb", executed) == {
         "chapter": "02_other", "missing": True}
+
+
+def test_execution_spans_the_chapters_runs():
+    rows = [{"started": "2026-01-01T10:00:00.5+00:00", "finished": "2026-01-01T10:05:00+00:00",
+             "load_start": [1.0, 1.0, 1.0], "load_end": [2.0, 2.0, 2.0]},
+            {"started": "2026-01-01T10:01:00+00:00", "finished": "2026-01-01T10:09:00+00:00",
+             "load_start": [3.0, 3.0, 3.0], "load_end": [4.0, 4.0, 4.0]}]
+    span = chapters.execution(rows)
+    assert span["started"] == "2026-01-01T10:00:00+00:00"
+    assert span["finished"] == "2026-01-01T10:09:00+00:00" and span["wall_s"] == 540.0
+    assert span["load_start"] == [1.0, 1.0, 1.0] and span["load_end"] == [4.0, 4.0, 4.0]
+    assert chapters.execution([{"chapter": "x"}]) == {}
