@@ -105,9 +105,16 @@ def test_the_four_pairings_read_the_heads_they_claim():
                                                                      "spec_accuracy"]
     assert before.loc[("fed", "fed"), "gen_accuracy"] == after.loc[("fed", "fed"),
                                                                    "gen_accuracy"]
-    # all-zero personalized heads predict class 0 everywhere
+    # all-zero personalized heads give every class the same score: bAUC exactly 0.5 (ties)
+    # and class 0 predicted everywhere (balanced accuracy 1/3); the trained heads' bAUC was
+    # not 0.5, so the zeroing reached the pairings that read them (on this toy the trained
+    # heads' balanced accuracy is itself 1/3, which alone could not tell the two apart)
     for pairing in [("fed", "per"), ("per_avg", "per")]:
+        assert abs(before.loc[pairing, "spec_bauc"] - 0.5) > 0.01
+        assert after.loc[pairing, "spec_bauc"] == pytest.approx(0.5)
         assert after.loc[pairing, "spec_balanced_accuracy"] == pytest.approx(1 / 3)
+    assert abs(before.loc[("per_avg", "fed"), "gen_bauc"] - 0.5) > 0.01
+    assert after.loc[("per_avg", "fed"), "gen_bauc"] == pytest.approx(0.5)
     assert after.loc[("per_avg", "fed"), "gen_balanced_accuracy"] == pytest.approx(1 / 3)
 
 
