@@ -150,7 +150,24 @@ def _save(path: Path, payload: Any) -> None:
         raise
 
 
-class DiskClientStates(MutableMapping):
+class _ClientStore(MutableMapping):
+    """What both client-state stores share: the federation's client ids, in order."""
+
+    def __init__(self, client_ids: Iterable[int]):
+        self._ids = [int(k) for k in client_ids]
+        self._known = set(self._ids)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, client_id: object) -> bool:
+        return client_id in self._known
+
+
+class DiskClientStates(_ClientStore):
     """Client id to :class:`~fedlib.core.protocol.ClientState`, one file per client in
     ``directory``: a client's state is in memory only while it trains (or is evaluated).
 
@@ -172,8 +189,7 @@ class DiskClientStates(MutableMapping):
         for old in self.directory.iterdir():
             if self._PATTERN.fullmatch(old.name):
                 old.unlink()
-        self._ids = [int(k) for k in client_ids]
-        self._known = set(self._ids)
+        super().__init__(client_ids)
         self._stored: set[int] = set()
         self._staged: set[int] = set()
 
@@ -218,15 +234,6 @@ class DiskClientStates(MutableMapping):
         if client_id in self._stored:
             self._path(client_id).unlink()
             self._stored.discard(client_id)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._ids)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, client_id: object) -> bool:
-        return client_id in self._known
 
 
 # ---------------------------------------------------------------------------- packed states
@@ -401,7 +408,7 @@ class PackedState:
                            method=method)
 
 
-class PackedClientStates(MutableMapping):
+class PackedClientStates(_ClientStore):
     """Client id to :class:`~fedlib.core.protocol.ClientState`, in memory, each state packed
     (:class:`PackedState`): what :class:`~fedlib.core.Simulation` keeps per client by default.
 
@@ -413,8 +420,7 @@ class PackedClientStates(MutableMapping):
     """
 
     def __init__(self, client_ids: Iterable[int]):
-        self._ids = [int(k) for k in client_ids]
-        self._known = set(self._ids)
+        super().__init__(client_ids)
         self._stored: dict[int, PackedState] = {}
         self._staged: dict[int, PackedState] = {}
 
@@ -455,12 +461,3 @@ class PackedClientStates(MutableMapping):
 
     def __delitem__(self, client_id: int) -> None:
         self._stored.pop(client_id, None)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._ids)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, client_id: object) -> bool:
-        return client_id in self._known
