@@ -14,6 +14,7 @@ import argparse
 import statistics
 import time
 import timeit
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +64,10 @@ def compare(
     return rows
 
 
-def bench_losses(number: int = 2000, repeats: int = 7) -> None:
-    """Print the per-call times and their ratios to a bare cross-entropy."""
+def bench_losses(number: int = 2000, repeats: int = 7) -> list[dict[str, Any]]:
+    """Print the per-call times and their ratios to a bare cross-entropy; return them as rows
+    (``loss``, ``mode``, ``fastest_us``, ``median_us``, ``ratio``)."""
+    rows = []
     for backward in (False, True):
         mode = "forward + backward" if backward else "forward only"
         print(f"Losses, CPU time per call on a (32, 8) batch, {mode} (fastest / median):")
@@ -72,6 +75,9 @@ def bench_losses(number: int = 2000, repeats: int = 7) -> None:
             backward=backward, number=number, repeats=repeats
         ):
             print(f"  {label:<26} {fastest:7.1f} us / {median:7.1f} us  ratio {ratio:.2f}")
+            rows.append({"loss": label, "mode": mode, "fastest_us": fastest,
+                         "median_us": median, "ratio": ratio})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

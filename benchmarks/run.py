@@ -243,19 +243,10 @@ def bench_scale(
 
 
 def bench_loss_table(number: int = 2000, repeats: int = 7) -> dict[str, Any]:
-    """:func:`losses.bench_losses`'s figures (printed as it prints them) as rows."""
-    from losses import compare
+    """:func:`losses.bench_losses`'s figures (printed as it prints them) for the record."""
+    from losses import bench_losses
 
-    rows = []
-    for backward in (False, True):
-        mode = "forward + backward" if backward else "forward only"
-        print(f"Losses, CPU time per call on a (32, 8) batch, {mode} (fastest / median):")
-        for label, fastest, median, ratio in compare(
-            backward=backward, number=number, repeats=repeats
-        ):
-            print(f"  {label:<26} {fastest:7.1f} us / {median:7.1f} us  ratio {ratio:.2f}")
-            rows.append({"loss": label, "mode": mode, "fastest_us": fastest,
-                         "median_us": median, "ratio": ratio})
+    rows = bench_losses(number, repeats)
     return {"setting": "CPU time per call on a (32, 8) batch, one thread", "rows": rows}
 
 
