@@ -131,6 +131,57 @@ def test_a_skipped_client_is_left_out_of_the_streamed_average():
         torch.testing.assert_close(streamed.state_.weights[key], value, rtol=1e-6, atol=1e-7)
 
 
+def test_the_average_tests_arrays_for_nan_and_infinity_before_adding_them():
+    stream = StreamingAverage({0: 1, 1: 1, 2: 2})
+    stream.add(0, {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}, check_finite=True)
+    bad = {"w": torch.tensor([float("inf"), 0.0]), "n": torch.tensor(3)}
+    with pytest.raises(FloatingPointError, match=r"non-finite values in \['w'\]"):
+        stream.add(1, bad, check_finite=True)
+    assert stream.added == [0]  # refused, so not added: the sum is untouched
+    stream.add(2, {"w": torch.tensor([4.0, 8.0]), "n": torch.tensor(5)}, check_finite=True)
+    # clients 0 and 2 of (n = 1, 1, 2): (1*(1, 2) + 2*(4, 8)) / 3 = (3, 6); counters (3+10)/3
+    result = stream.result()
+    assert torch.equal(result["w"], torch.tensor([3.0, 6.0]))
+    assert result["n"].dtype == torch.int64 and int(result["n"]) == 4
+    # finite float64 values whose sum overflows are finite all the same
+    wide = StreamingAverage({0: 1})
+    wide.add(0, {"w": torch.tensor([1.5e308, 1.5e308], dtype=torch.float64)}, check_finite=True)
+    assert torch.isfinite(wide.result()["w"]).all()
+    nan = StreamingAverage({0: 1})
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        nan.add(0, {"w": torch.tensor([float("nan")], dtype=torch.float64)}, check_finite=True)
+
+
+def test_a_client_with_finite_loss_but_non_finite_weights_is_skipped_in_a_later_batch():
+    """Clients are filed in batches after they train: a client of the second batch whose
+    weights are NaN (its loss is finite) is left out as the non-streaming path leaves it."""
+    from fedlib.core.simulation import BOOKKEEPING_BATCH
+
+    many = BOOKKEEPING_BATCH + 8
+
+    class NaNWeights(FedAvg):
+        def after_local_training(self, model, ctx):
+            if ctx.client_id == BOOKKEEPING_BATCH + 3:
+                with torch.no_grad():
+                    next(model.parameters()).fill_(float("nan"))
+
+    class Held(NaNWeights, HoldsEveryReply):
+        pass
+
+    runs = []
+    for method in (NaNWeights(lr=0.1), Held(lr=0.1)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runs.append(run(method, rounds=2, data=blobs(num_clients=many, per_client=6),
+                            on_client_error="skip"))
+        assert [str(w.message).split(":")[0] for w in caught] == [
+            f"client {BOOKKEEPING_BATCH + 3} failed in round {r}" for r in (1, 2)]
+    streamed, held = runs
+    assert history(streamed)[0]["num_clients"].tolist() == [many - 1, many - 1]
+    for key, value in held.state_.weights.items():
+        torch.testing.assert_close(streamed.state_.weights[key], value, rtol=1e-6, atol=1e-7)
+
+
 # ------------------------------------------------------------------ seeding and loading
 def test_the_global_generator_is_seeded_as_torch_manual_seed_seeds_it():
     sim = Simulation(FedAvg(), tiny_cnn, blobs(), num_rounds=1, progress=False)
@@ -178,6 +229,32 @@ def test_batched_loading_equals_load_state_dict_and_keeps_its_errors():
         load_weights_into(target, wrong)
     with pytest.raises(RuntimeError, match="Missing key"):
         load_weights_into(target, {k: v for k, v in weights.items() if k != "head.bias"})
+
+
+def test_class_counts_are_counted_once_per_split_and_follow_changed_labels():
+    from fedlib.core.algorithm import _local_counts
+    from fedlib.data import ArrayDataset
+
+    data = ArrayDataset(torch.zeros(5, 1, 2, 2), torch.tensor([0, 2, 2, 1, 2]))
+    counts, prior = _local_counts(data, 4)
+    assert counts.tolist() == [1, 1, 3, 0]
+    assert torch.equal(prior, torch.tensor([0.2, 0.2, 0.6, 0.0]))
+    counts[0] = 99  # the caller's copy: the next call is unaffected
+    assert _local_counts(data, 4)[0].tolist() == [1, 1, 3, 0]
+    data.labels[0] = 3  # changed in place: counted again
+    assert _local_counts(data, 4)[0].tolist() == [0, 1, 3, 1]
+    data.labels = torch.tensor([1, 1, 1, 1, 1])  # replaced: counted again
+    assert _local_counts(data, 4)[0].tolist() == [0, 5, 0, 0]
+    assert _local_counts(data, 6)[0].tolist() == [0, 5, 0, 0, 0, 0]
+
+    class NoLabels(torch.utils.data.Dataset):  # counted by reading every item, every time
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return torch.zeros(1), i
+
+    assert _local_counts(NoLabels(), 3)[0].tolist() == [1, 1, 0]
 
 
 def test_local_training_may_not_modify_the_stored_state_in_place():

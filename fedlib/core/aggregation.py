@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -49,25 +50,70 @@ def weighted_average(
     return stream.result()
 
 
+def nonfinite_keys(arrays: Mapping[str, torch.Tensor]) -> list[str]:
+    """The keys of the floating-point arrays that hold a NaN or an infinity."""
+    return [
+        k for k, v in arrays.items() if v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+
+
 class _Accumulator:
-    """``acc_key += w * a_key`` in float64, key by key, in the order of the calls."""
+    """``acc_key += w * a_key`` in float64, key by key, in the order of the calls.
+
+    The sums are views into one float64 buffer, and each client's arrays are copied, converted
+    to float64, into a scratch buffer of the same layout by one batched copy; adding a client
+    is then one product and one sum over the buffer, whatever the number of keys (the same
+    element-wise operations, so the same bits, as a sum per key).
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] | None = None
         self.dtypes: dict[str, torch.dtype] = {}
+        self._flat: torch.Tensor | None = None
+        self._scratch: torch.Tensor | None = None
+        self._slots: list[torch.Tensor] = []
+        self._wide = False  # a float64 array: its finite values may sum to an infinity
 
     def _start(self, arrays: Mapping[str, torch.Tensor], stacked: bool) -> None:
-        if self.sums is None:
-            self.sums = {
-                k: torch.zeros(v.shape[int(stacked):], dtype=torch.float64, device=v.device)
-                for k, v in arrays.items()
-            }
-            self.dtypes = {k: v.dtype for k, v in arrays.items()}
+        if self.sums is not None:
+            return
+        shapes = {k: v.shape[int(stacked):] for k, v in arrays.items()}
+        first = next(iter(arrays.values()), None)
+        device = first.device if first is not None else None
+        total = sum(math.prod(shape) for shape in shapes.values())
+        self._flat = torch.zeros(total, dtype=torch.float64, device=device)
+        self._scratch = torch.empty_like(self._flat)
+        self.sums, offset = {}, 0
+        for key, shape in shapes.items():
+            size = math.prod(shape)
+            self.sums[key] = self._flat[offset:offset + size].view(shape)
+            self._slots.append(self._scratch[offset:offset + size].view(shape))
+            offset += size
+        self.dtypes = {k: v.dtype for k, v in arrays.items()}
+        self._wide = any(d.itemsize >= 8 and d.is_floating_point for d in self.dtypes.values())
 
-    def add(self, arrays: Mapping[str, torch.Tensor], weight: float) -> None:
+    def add(
+        self, arrays: Mapping[str, torch.Tensor], weight: float, *, check_finite: bool = False
+    ) -> None:
+        """Add ``weight * arrays``; with ``check_finite``, first raise ``FloatingPointError``
+        (naming the keys, nothing added) if an array holds a NaN or an infinity."""
         self._start(arrays, stacked=False)
-        for key, acc in self.sums.items():
-            acc += weight * arrays[key].to(torch.float64)
+        if not self._slots:  # nothing shared (a local-only method)
+            return
+        torch._foreach_copy_(self._slots, [arrays[key] for key in self.sums])
+        if check_finite and not self._scratch_finite():
+            raise FloatingPointError(
+                f"its update has non-finite values in {nonfinite_keys(arrays)[:3]}"
+            )
+        self._flat += self._scratch.mul_(weight)
+
+    def _scratch_finite(self) -> bool:
+        """Whether every value in the scratch buffer is finite: one sum (a float64 sum of
+        narrower floats and integers cannot overflow, and a NaN or infinity makes it
+        non-finite), or an element-wise test when an array was float64."""
+        if self._wide:
+            return bool(torch.isfinite(self._scratch).all())
+        return math.isfinite(self._scratch.sum())
 
     def add_stacked(self, arrays: Mapping[str, torch.Tensor], weights: torch.Tensor) -> None:
         """``acc += sum_i weights[i] * arrays[key][i]`` (one product per key)."""
@@ -79,7 +125,7 @@ class _Accumulator:
         if self.sums is None:
             raise ValueError("weighted_average: nothing was added.")
         if scale is None:
-            return {k: v.to(self.dtypes[k]) for k, v in self.sums.items()}
+            return {k: v.to(self.dtypes[k], copy=True) for k, v in self.sums.items()}
         return {k: (v * scale).to(self.dtypes[k]) for k, v in self.sums.items()}
 
 
@@ -134,10 +180,15 @@ class StreamingAverage:
                 f"{self._added[0]}'s."
             )
 
-    def add(self, client_id: int, arrays: Mapping[str, torch.Tensor]) -> None:
-        """Add one client's arrays (its announced weight)."""
+    def add(
+        self, client_id: int, arrays: Mapping[str, torch.Tensor], *, check_finite: bool = False
+    ) -> None:
+        """Add one client's arrays (its announced weight). With ``check_finite``, an array
+        holding a NaN or an infinity raises ``FloatingPointError`` (naming the keys) and the
+        client is not added: the same test as :func:`~fedlib.core.rounds.check_finite`, at
+        the cost of one sum over the arrays the average converts anyway."""
         self._check_new([client_id], arrays, f"client {client_id}")
-        self._acc.add(arrays, self._weights[client_id])
+        self._acc.add(arrays, self._weights[client_id], check_finite=check_finite)
         self._added.append(client_id)
         self._added_set.add(client_id)
 

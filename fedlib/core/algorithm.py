@@ -50,6 +50,7 @@ from torch.utils.data import Dataset
 from fedlib._validation import NONE, AnyOf, InstanceOf, Interval, Options, Validated
 from fedlib.core.aggregation import weighted_average
 from fedlib.core.batches import iterate_batches
+from fedlib.core.layout import ModelLayout, model_layout
 from fedlib.core.protocol import ClientReply, ClientState, GlobalState, RoundMessage
 from fedlib.data.base import dataset_labels
 from fedlib.losses import LOSSES, make_loss
@@ -422,12 +423,12 @@ class Algorithm(Validated):
         ``before_local_training``."""
         guard = _StateGuard(state)
         state = working_copy(state)
-        targets = move_to(model, setting["device"])
+        layout = _placed(model, setting["device"])
         if type(self).load_client_model is Algorithm.load_client_model:
-            self._load_client_weights(model, message, state, initial_weights, targets)
+            self._load_client_weights(model, message, state, initial_weights, layout.tensors)
         else:
             self.load_client_model(model, message, state, initial_weights)
-        if not all(m.training for m in model.modules()):
+        if not all(m.training for m in model_layout(model).modules(model)):
             model.train()
         return self.local_context(model, message, state, data, **setting), guard
 
@@ -449,7 +450,7 @@ class Algorithm(Validated):
         if keep_post_local is None:
             keep_post_local = self.spec_model == "post_local"
         with torch.no_grad():  # copies, never part of a graph
-            model_state = model.state_dict(keep_vars=True)
+            model_state = model_layout(model).tensors
             if type(self).reply_arrays is Algorithm.reply_arrays:  # the hook, on this state
                 arrays = {k: model_state[k].cpu().clone() for k in sent}
             else:
@@ -485,11 +486,9 @@ class Algorithm(Validated):
     ) -> LocalContext:
         """The context of one client's local work (training, or fine-tuning for evaluation);
         ``model`` holds the weights the work starts from."""
-        counts = np.bincount(dataset_labels(data), minlength=num_classes)
-        prior_counts = counts
+        counts, prior = _local_counts(data, num_classes)
         if self.la_prior == "global" and GLOBAL_COUNTS in message.side:
-            prior_counts = message.side[GLOBAL_COUNTS].numpy()
-        prior = torch.as_tensor(prior_counts / max(prior_counts.sum(), 1), dtype=torch.float32)
+            prior = _prior(message.side[GLOBAL_COUNTS].numpy())
         return LocalContext(
             client_id=client_id,
             round=message.round,
@@ -497,7 +496,7 @@ class Algorithm(Validated):
             state=state,
             data=data,
             class_counts=counts,
-            prior=prior.to(device),
+            prior=prior.to(device, copy=True),
             global_params=ReceivedParams(model, message.arrays, device),
             device=device,
             generator=generator,
@@ -513,7 +512,7 @@ class Algorithm(Validated):
     ) -> None:
         """Received arrays, then the client's personal tensors, then initial values."""
         self._load_client_weights(
-            model, message, state, initial_weights, model.state_dict(keep_vars=True)
+            model, message, state, initial_weights, model_layout(model).tensors
         )
 
     @staticmethod
@@ -715,6 +714,43 @@ class Algorithm(Validated):
         """
 
 
+def _prior(counts: np.ndarray) -> torch.Tensor:
+    """``counts / max(sum, 1)`` as float32 (the prior of ``LocalContext.prior``)."""
+    return torch.as_tensor(counts / max(counts.sum(), 1), dtype=torch.float32)
+
+
+# dataset -> (its labels tensor, that tensor's version, num_classes, counts, prior)
+_COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _local_counts(data: Dataset, num_classes: int) -> tuple[np.ndarray, torch.Tensor]:
+    """``n_{k,c}`` of a client's training split and its prior (new copies at every call).
+
+    Kept per dataset while its ``labels`` tensor is the same object at the same version, so a
+    client's counts are computed once, not at every round; datasets without a ``labels``
+    tensor, or that cannot be weakly referenced, are counted every time.
+    """
+    labels = getattr(data, "labels", None)
+    cacheable = isinstance(labels, torch.Tensor)
+    if cacheable:
+        try:
+            cached = _COUNTS.get(data)
+        except TypeError:  # not hashable or not weakly referenceable
+            cached, cacheable = None, False
+        if (
+            cached is not None
+            and cached[0] is labels
+            and cached[1] == labels._version
+            and cached[2] == num_classes
+        ):
+            return cached[3].copy(), cached[4]
+    counts = np.bincount(dataset_labels(data), minlength=num_classes)
+    prior = _prior(counts)
+    if cacheable:
+        _COUNTS[data] = (labels, labels._version, num_classes, counts.copy(), prior)
+    return counts, prior
+
+
 class ReceivedParams(MutableMapping):
     """``LocalContext.global_params``: the received values of the model's parameters
     (detached, on the device), gathered when first read (FedAvg never reads them)."""
@@ -815,26 +851,31 @@ class _StateGuard:
 _PLACED: weakref.WeakKeyDictionary[nn.Module, torch.device] = weakref.WeakKeyDictionary()
 
 
-def move_to(model: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
+def move_to(model: nn.Module, device: torch.device) -> Mapping[str, torch.Tensor]:
     """``model.to(device)``, skipped when the model is already there; returns
-    ``model.state_dict(keep_vars=True)`` (on ``device``).
+    ``model.state_dict(keep_vars=True)`` (on ``device``, read-only)."""
+    return _placed(model, device).tensors
+
+
+def _placed(model: nn.Module, device: torch.device) -> ModelLayout:
+    """:func:`move_to`, returning the model's :func:`~fedlib.core.layout.model_layout`.
 
     Every parameter and buffer is checked the first time a model is seen on ``device``;
     later, the state-dict tensors (a ``model.to`` elsewhere moves them too).
     """
-    targets = model.state_dict(keep_vars=True)
+    layout = model_layout(model)
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    if _PLACED.get(model) == device and all(t.device == device for t in targets.values()):
-        return targets
+    if _PLACED.get(model) == device and all(t.device == device for t in layout.tensors.values()):
+        return layout
     if any(t.device != device for t in model.parameters()) or any(
         t.device != device for t in model.buffers()
     ):
         model.to(device)
-        targets = model.state_dict(keep_vars=True)
+        layout = model_layout(model)
     _PLACED[model] = device
-    return targets
+    return layout
 
 
 _PLAIN_LOADERS = (nn.Module._load_from_state_dict, _NormBase._load_from_state_dict)
@@ -848,13 +889,14 @@ def load_weights_into(
     """``model.load_state_dict(weights)`` (strict), as one batched copy when nothing can
     differ from it: every key present with its shape, and no module with its own loading
     code or hooks. ``targets`` is ``model.state_dict(keep_vars=True)`` when the caller has it."""
+    layout = model_layout(model)
     if targets is None:
-        targets = model.state_dict(keep_vars=True)
+        targets = layout.tensors
     plain = weights.keys() == targets.keys() and all(
         weights[k].shape == t.shape for k, t in targets.items()
     )
     if plain:
-        for module in model.modules():
+        for module in layout.modules(model):
             if (
                 type(module)._load_from_state_dict not in _PLAIN_LOADERS
                 or module._load_state_dict_pre_hooks

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from fedlib.core.aggregation import nonfinite_keys
 from fedlib.core.algorithm import Algorithm, working_copy
 from fedlib.core.protocol import ClientReply, ClientState, GlobalState, RoundMessage
 
@@ -120,11 +121,7 @@ def check_finite(reply: ClientReply, *, arrays_finite: bool | None = None) -> No
             torch.stack(torch._foreach_norm(floats, math.inf)).max()
         )
     if not arrays_finite:
-        bad = [
-            k
-            for k, v in reply.arrays.items()
-            if v.is_floating_point() and not torch.isfinite(v).all()
-        ]
+        bad = nonfinite_keys(reply.arrays)
         raise FloatingPointError(f"its update has non-finite values in {bad[:3]}")
     if not math.isfinite(reply.metrics.get("train_loss", 0.0)):
         raise FloatingPointError("its training loss is not finite")
@@ -144,6 +141,7 @@ def local_round(
     device: torch.device,
     keep_post_local: bool | None = None,
     client_seed: int | None = None,
+    check_arrays: bool = True,
 ) -> tuple[ClientReply, ClientState]:
     """One client's seeded local round: what the simulator and a Flower node run.
 
@@ -155,7 +153,9 @@ def local_round(
     context, trains, and returns the reply and the client's new state (``state`` itself is
     not modified). The global generators are left seeded for this client: a caller that needs
     them back wraps the call in ``torch.random.fork_rng``. Raises ``FloatingPointError`` when
-    the update is not finite (:func:`check_finite`).
+    the update is not finite (:func:`check_finite`); ``check_arrays=False`` checks only the
+    training loss, for a caller that tests the arrays itself (the simulator does, while it
+    adds them to the round's average: ``StreamingAverage.add(..., check_finite=True)``).
     """
     if client_seed is None:
         client_seed = derive_seed(seed, message.round, client_id)
@@ -172,7 +172,7 @@ def local_round(
         device=device,
         keep_post_local=keep_post_local,
     )
-    check_finite(reply)
+    check_finite(reply, arrays_finite=None if check_arrays else True)
     return reply, new_state
 
 

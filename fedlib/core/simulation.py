@@ -43,6 +43,22 @@ logger = logging.getLogger("fedlib")
 CHECKPOINT_FORMAT = 2
 
 
+BOOKKEEPING_BATCH = 32
+"""How many clients train before their replies and states are filed together."""
+
+
+def _batches(items, size: int = BOOKKEEPING_BATCH):
+    """``items`` in lists of ``size`` (the last one shorter)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 class ClientError(RuntimeError):
     """A client failed during local training (the message names the client and the round)."""
 
@@ -412,25 +428,29 @@ class Simulation:
         replay = self._replays_post_local()
         start = self.state_
         try:
-            for client_id, outcome, streamed in self._train_clients(round_, selected, stream):
-                if outcome is None:
-                    failed.append(client_id)
-                    continue
-                reply, new_state, old_state = outcome
-                if stream is not None:
-                    if not streamed:
-                        stream.add(client_id, reply.arrays)
-                    reply = dataclasses.replace(reply, arrays={})
-                replies.append(reply)
-                if replay:  # the stored state is still the one the client started from
-                    pending[client_id] = (
-                        self.client_states_.packed(client_id)
-                        if isinstance(self.client_states_, PackedClientStates)
-                        else PackedState.pack(old_state)
-                    )
-                else:
-                    pending[client_id] = None
-                self.client_states_.stage(client_id, new_state)
+            for batch in _batches(self._train_clients(round_, selected, stream)):
+                # the bookkeeping of a batch of clients runs together, after they trained:
+                # its code and objects are then still in the processor's caches from one
+                # client to the next, rather than pushed out by each client's training
+                for client_id, outcome, streamed in batch:
+                    if outcome is not None and stream is not None and not streamed:
+                        outcome = self._add_to_stream(round_, client_id, outcome, stream)
+                    if outcome is None:
+                        failed.append(client_id)
+                        continue
+                    reply, new_state, old_state = outcome
+                    if stream is not None:
+                        reply = dataclasses.replace(reply, arrays={})
+                    replies.append(reply)
+                    if replay:  # the stored state is still the one the client started from
+                        pending[client_id] = (
+                            self.client_states_.packed(client_id)
+                            if isinstance(self.client_states_, PackedClientStates)
+                            else PackedState.pack(old_state)
+                        )
+                    else:
+                        pending[client_id] = None
+                    self.client_states_.stage(client_id, new_state)
             if not replies:
                 raise RuntimeError(
                     f"Simulation: every sampled client failed in round {round_ + 1} "
@@ -536,10 +556,12 @@ class Simulation:
         start: GlobalState | None = None,
         state: ClientState | None = None,
         keep_post_local: bool | None = None,
+        check_arrays: bool = True,
     ) -> tuple[ClientReply, ClientState]:
         """One client's seeded local round (:func:`~fedlib.core.rounds.local_round`, from
         ``start`` and ``state``, by default the current global state and the client's stored
-        state); raises if the update is not finite."""
+        state); raises if the update is not finite (the arrays unless ``check_arrays`` is
+        false: the caller tests them)."""
         return local_round(
             algorithm,
             self.model_,
@@ -553,6 +575,7 @@ class Simulation:
             device=self.device,
             keep_post_local=keep_post_local,
             client_seed=self._client_seed(round_, client_id),
+            check_arrays=check_arrays,
         )
 
     def _train_clients(self, round_: int, selected: list[int], stream: StreamingAverage | None):
@@ -567,16 +590,30 @@ class Simulation:
             return
         keep = self._keeps_post_local()
         for client_id in selected:
-            yield client_id, self._guarded(round_, client_id, keep), False
+            yield client_id, self._guarded(round_, client_id, keep, stream is not None), False
 
-    def _guarded(self, round_: int, client_id: int, keep_post_local: bool):
+    def _guarded(self, round_: int, client_id: int, keep_post_local: bool, streamed: bool):
+        """One client's local round, or ``None`` for a client that failed and is skipped;
+        ``streamed``: its arrays go to the round's average, which tests them for NaN and
+        infinity (:meth:`_add_to_stream`), so the local round tests only the loss."""
         try:
             old = self.client_states_[client_id]
             reply, new = self._local_work(
-                round_, client_id, self.algorithm, state=old, keep_post_local=keep_post_local
+                round_, client_id, self.algorithm, state=old, keep_post_local=keep_post_local,
+                check_arrays=not streamed,
             )
             return reply, new, old
         except Exception as exc:  # noqa: BLE001 - any client failure is handled by policy
+            self._client_failed(round_, client_id, exc)
+            return None
+
+    def _add_to_stream(self, round_: int, client_id: int, outcome, stream: StreamingAverage):
+        """Add a client's arrays to the round's average; ``None`` (the client failed, and is
+        skipped) when they hold a NaN or an infinity."""
+        try:
+            stream.add(client_id, outcome[0].arrays, check_finite=True)
+            return outcome
+        except FloatingPointError as exc:
             self._client_failed(round_, client_id, exc)
             return None
 
