@@ -99,6 +99,30 @@ def test_a_failing_client_is_skipped_from_the_chunk():
         torch.testing.assert_close(runs[1].state_.weights[key], value, **TOLERANCE)
 
 
+def test_a_chunk_that_cannot_train_together_is_trained_one_by_one(monkeypatch):
+    """A chunk whose joint training raises is retrained client by client on the sequential
+    path, with a warning: the run equals the sequential run bit for bit."""
+    from fedlib.core import vectorized
+
+    def fails(self, clients):
+        raise RuntimeError("no joint training today")
+
+    monkeypatch.setattr(vectorized._Vectorizer, "train", fails)
+    data = blobs(num_clients=4)
+    runs = []
+    for vectorize in (False, True):
+        sim = Simulation(FedAvg(lr=0.1, batch_size=8), tiny_cnn, data, num_rounds=2,
+                         progress=False, vectorize=vectorize)
+        if vectorize:
+            with pytest.warns(UserWarning, match="together failed .*trained one by one"):
+                sim.run()
+        else:
+            sim.run()
+        runs.append(sim)
+    for key, value in runs[0].state_.weights.items():
+        assert torch.equal(runs[1].state_.weights[key], value)
+
+
 def test_group_norm_models_are_folded():
     a, b = pair(FedAvg(lr=0.1, batch_size=8), model_fn=lambda: SmallCNN(3, 3, width=4,
                                                                           norm="group"))

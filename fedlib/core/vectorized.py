@@ -669,7 +669,8 @@ def train_round(
                 stacklevel=3,
             )
             for client_id in chunk:
-                yield client_id, sim._guarded(round_, client_id, keep), False
+                # streamed=False: the simulator adds (and tests) the arrays as it files them
+                yield client_id, sim._guarded(round_, client_id, keep, stream is not None), False
             continue
         finite = vectorizer.finite(clients, trained)
         columns = {k: v.unbind(0) for k, v in trained.items()}
