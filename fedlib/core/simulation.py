@@ -145,7 +145,12 @@ class Simulation:
     float64 running sum (:class:`~fedlib.core.aggregation.StreamingAverage`, the same bits as
     :func:`~fedlib.core.aggregation.weighted_average`) unless the method overrides
     ``aggregate`` or ``client_weights``, and the per-client history rows are typed columns
-    (:class:`~fedlib.core.storage.RecordTable`).
+    (:class:`~fedlib.core.storage.RecordTable`). The running sum also tests each client's
+    arrays for NaN and infinity as it converts them (a client that fails the test is handled
+    by ``on_client_error``, as any failed client), and the clients' replies and new states are
+    filed in batches of :data:`BOOKKEEPING_BATCH` after they trained, in client order: the
+    same results as filing each at once, with that code's memory still in the processor's
+    caches from one client to the next.
     """
 
     _constraints = {
