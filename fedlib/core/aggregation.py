@@ -50,11 +50,11 @@ def weighted_average(
     return stream.result()
 
 
-def nonfinite_keys(arrays: Mapping[str, torch.Tensor]) -> list[str]:
-    """The keys of the floating-point arrays that hold a NaN or an infinity."""
-    return [
-        k for k, v in arrays.items() if v.is_floating_point() and not torch.isfinite(v).all()
-    ]
+def nonfinite_error(arrays: Mapping[str, torch.Tensor]) -> FloatingPointError:
+    """The error for arrays that hold a NaN or an infinity, naming (up to three of) their
+    keys."""
+    bad = [k for k, v in arrays.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    return FloatingPointError(f"its update has non-finite values in {bad[:3]}")
 
 
 class _Accumulator:
@@ -102,9 +102,7 @@ class _Accumulator:
             return
         torch._foreach_copy_(self._slots, [arrays[key] for key in self.sums])
         if check_finite and not self._scratch_finite():
-            raise FloatingPointError(
-                f"its update has non-finite values in {nonfinite_keys(arrays)[:3]}"
-            )
+            raise nonfinite_error(arrays)
         self._flat += self._scratch.mul_(weight)
 
     def _scratch_finite(self) -> bool:

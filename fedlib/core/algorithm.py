@@ -496,7 +496,7 @@ class Algorithm(Validated):
             state=state,
             data=data,
             class_counts=counts,
-            prior=prior.to(device, copy=True),
+            prior=prior.to(device),
             global_params=ReceivedParams(model, message.arrays, device),
             device=device,
             generator=generator,
@@ -743,11 +743,11 @@ def _local_counts(data: Dataset, num_classes: int) -> tuple[np.ndarray, torch.Te
             and cached[1] == labels._version
             and cached[2] == num_classes
         ):
-            return cached[3].copy(), cached[4]
+            return cached[3].copy(), cached[4].clone()
     counts = np.bincount(dataset_labels(data), minlength=num_classes)
     prior = _prior(counts)
     if cacheable:
-        _COUNTS[data] = (labels, labels._version, num_classes, counts.copy(), prior)
+        _COUNTS[data] = (labels, labels._version, num_classes, counts.copy(), prior.clone())
     return counts, prior
 
 

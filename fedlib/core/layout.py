@@ -8,8 +8,8 @@ step, since the training that ran in between has pushed it out of the processor'
 :func:`model_layout` walks once per model and keeps the result while the structure holds.
 
 The structure holds while no parameter, buffer or submodule was registered anywhere since the
-walk (torch's global registration hooks count every ``register_*`` and attribute assignment,
-:data:`structure_changes`), every parameter and buffer found is still the object its module
+walk (torch's global registration hooks count every ``register_*`` and attribute
+assignment), every parameter and buffer found is still the object its module
 holds under its name (a ``model.to(dtype)`` replaces buffers, ``del module.weight`` removes
 one), every module still has as many submodules (``del model.head``), and no module has gained
 a state-dict hook. Anything else re-walks.
@@ -25,9 +25,9 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module
 
-__all__ = ["ModelLayout", "model_layout", "structure_changes"]
+__all__ = ["ModelLayout", "model_layout"]
 
-_changes = [0]
+_changes = [0]  # parameters, buffers and submodules registered in this process so far
 
 
 def _count_change(*_args) -> None:
@@ -37,11 +37,6 @@ def _count_change(*_args) -> None:
 _module.register_module_parameter_registration_hook(_count_change)
 _module.register_module_buffer_registration_hook(_count_change)
 _module.register_module_module_registration_hook(_count_change)
-
-
-def structure_changes() -> int:
-    """How many parameters, buffers and submodules were registered in this process so far."""
-    return _changes[0]
 
 
 class ModelLayout:

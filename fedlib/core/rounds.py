@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from fedlib.core.aggregation import nonfinite_keys
+from fedlib.core.aggregation import nonfinite_error
 from fedlib.core.algorithm import Algorithm, working_copy
 from fedlib.core.protocol import ClientReply, ClientState, GlobalState, RoundMessage
 
@@ -121,8 +121,7 @@ def check_finite(reply: ClientReply, *, arrays_finite: bool | None = None) -> No
             torch.stack(torch._foreach_norm(floats, math.inf)).max()
         )
     if not arrays_finite:
-        bad = nonfinite_keys(reply.arrays)
-        raise FloatingPointError(f"its update has non-finite values in {bad[:3]}")
+        raise nonfinite_error(reply.arrays)
     if not math.isfinite(reply.metrics.get("train_loss", 0.0)):
         raise FloatingPointError("its training loss is not finite")
 
