@@ -71,6 +71,21 @@ def test_stacked_clients_are_added_at_once_within_float64_rounding():
         stream.add_stacked([4], {"w": arrays[4]["w"][None]})
 
 
+def test_stacked_clients_of_several_keys_and_dtypes_land_in_their_own_sums():
+    """Weights 1 and 3 (normalised 1/4, 3/4): a matrix, a scalar and an integer counter, each
+    averaged on its own and returned in its own dtype and shape."""
+    stream = StreamingAverage({0: 1, 1: 3})
+    stream.add_stacked([0, 1], {
+        "m": torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]]),
+        "s": torch.tensor([2.0, 6.0]),
+        "n": torch.tensor([4, 8]),
+    })
+    out = stream.result()
+    assert out["m"].tolist() == [[4.0, 5.0], [6.0, 7.0]]  # (1 a + 3 b) / 4
+    assert out["s"].shape == () and out["s"].item() == 5.0
+    assert out["n"].dtype == torch.int64 and out["n"].item() == 7
+
+
 def test_streaming_average_rescales_when_an_announced_client_is_missing():
     """Clients 0 and 2 of (n = 1, 2, 3) arrive: (1*1 + 3*5) / 4 = 4, up to float64 rounding."""
     stream = StreamingAverage({0: 1, 1: 2, 2: 3})

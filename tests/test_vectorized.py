@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from toy_federation import blobs, tiny_cnn
 
+import fedlib.core.vectorized as vectorized
 from fedlib.core import Simulation
 from fedlib.core.vectorized import fold_inputs, fold_model
 from fedlib.data import ArrayDataset, FederatedDataset
@@ -127,6 +128,24 @@ def test_group_norm_models_are_folded():
     a, b = pair(FedAvg(lr=0.1, batch_size=8), model_fn=lambda: SmallCNN(3, 3, width=4,
                                                                           norm="group"))
     assert_close_runs(a, b)
+
+
+def test_chunks_are_sized_by_the_batch_the_clients_draw(monkeypatch):
+    """A chunk holds about ``CHUNK_ELEMENTS`` input values per step, ``K * B * 192`` for 8x8
+    RGB images, ``B`` the smaller of the batch size and the largest client (at most 64
+    clients). With a budget of 2 * 20 * 192 values: clients of 20 images in batches of 32 draw
+    batches of 20, 2 per chunk; clients of 10, 4 per chunk; batches of 5, 8 per chunk."""
+    def chunk(method, per_client: int, budget: int) -> int:
+        monkeypatch.setattr(vectorized, "CHUNK_ELEMENTS", budget)
+        sim = Simulation(method, tiny_cnn, blobs(num_clients=4, per_client=per_client),
+                         num_rounds=1, progress=False, vectorize=True)
+        sim.run()
+        return sim._vectorizer.chunk
+
+    assert chunk(FedAvg(lr=0.1, batch_size=32), 20, 640_000) == 64
+    assert chunk(FedAvg(lr=0.1, batch_size=32), 20, 2 * 192 * 20) == 2  # batches of 20
+    assert chunk(FedAvg(lr=0.1, batch_size=32), 10, 2 * 192 * 20) == 4  # batches of 10
+    assert chunk(FedAvg(lr=0.1, batch_size=5), 20, 2 * 192 * 20) == 8  # batches of 5
 
 
 def test_vectorized_runs_are_reproducible_and_resume_bit_exactly(tmp_path):

@@ -114,10 +114,18 @@ class _Accumulator:
         return math.isfinite(self._scratch.sum())
 
     def add_stacked(self, arrays: Mapping[str, torch.Tensor], weights: torch.Tensor) -> None:
-        """``acc += sum_i weights[i] * arrays[key][i]`` (one product per key)."""
+        """``acc += sum_i weights[i] * arrays[key][i]``: the clients' arrays side by side in
+        one float64 matrix (a row per client, the buffer's layout), then one
+        matrix-vector product for every key."""
         self._start(arrays, stacked=True)
-        for key, acc in self.sums.items():
-            acc += torch.tensordot(weights, arrays[key].to(torch.float64), dims=1)
+        if not self._slots:
+            return
+        rows = torch.cat(
+            [arrays[key].reshape(len(weights), acc.numel()).to(torch.float64)
+             for key, acc in self.sums.items()],
+            dim=1,
+        )
+        self._flat.addmv_(rows.t(), weights)
 
     def result(self, scale: float | None = None) -> dict[str, torch.Tensor]:
         if self.sums is None:
