@@ -135,6 +135,7 @@ def test_chunks_are_sized_by_the_batch_the_clients_draw(monkeypatch):
     RGB images, ``B`` the smaller of the batch size and the largest client (at most 64
     clients). With a budget of 2 * 20 * 192 values: clients of 20 images in batches of 32 draw
     batches of 20, 2 per chunk; clients of 10, 4 per chunk; batches of 5, 8 per chunk."""
+
     def chunk(method, per_client: int, budget: int) -> int:
         monkeypatch.setattr(vectorized, "CHUNK_ELEMENTS", budget)
         sim = Simulation(method, tiny_cnn, blobs(num_clients=4, per_client=per_client),

@@ -114,9 +114,9 @@ class _Accumulator:
         return math.isfinite(self._scratch.sum())
 
     def add_stacked(self, arrays: Mapping[str, torch.Tensor], weights: torch.Tensor) -> None:
-        """``acc += sum_i weights[i] * arrays[key][i]``: the clients' arrays side by side in
-        one float64 matrix (a row per client, the buffer's layout), then one
-        matrix-vector product for every key."""
+        """``acc += sum_i weights[i] * arrays[key][i]``: the clients' arrays as one float64
+        matrix (a row per client, its columns in the buffer's layout), added to every key's
+        sum at once by one matrix-vector product."""
         self._start(arrays, stacked=True)
         if not self._slots:
             return
